@@ -1,0 +1,52 @@
+//! The context every handler borrows: configuration and clients, built once at cold start.
+
+use crate::config::Config;
+use crate::queue::{Enqueue, SqsQueue};
+use crate::secrets::{BootstrapToken, KmsSealer, Sealer, SecretsManagerToken};
+use crate::state::{DynamoItems, ItemStore, State};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Configuration plus the clients of the edges (state, sealing, queues, HTTP).
+#[derive(Clone)]
+pub struct Context {
+    pub config: Config,
+    pub state: State,
+    pub sealer: Arc<dyn Sealer>,
+    pub discovery_queue: Arc<dyn Enqueue>,
+    pub bootstrap: Arc<dyn BootstrapToken>,
+    /// The HTTP client of the SaaS connectors.
+    pub http: reqwest::Client,
+}
+
+impl Context {
+    /// A Lambda's cold start: configuration and AWS clients from the environment.
+    pub async fn from_env() -> anyhow::Result<Self> {
+        let config = Config::from_env()?;
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = &config.aws_region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        let sdk = loader.load().await;
+        Ok(Self::from_sdk(config, &sdk)?)
+    }
+
+    /// Builds the context on a ready SDK configuration (the local stack's, in tests).
+    pub fn from_sdk(config: Config, sdk: &aws_config::SdkConfig) -> Result<Self, reqwest::Error> {
+        let items: Arc<dyn ItemStore> = Arc::new(DynamoItems::new(aws_sdk_dynamodb::Client::new(sdk), &config.state_table));
+        let sealer = Arc::new(KmsSealer::new(aws_sdk_kms::Client::new(sdk), &config.kms_key_id));
+        let discovery_queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.discovery_queue_url));
+        let bootstrap = Arc::new(SecretsManagerToken::new(aws_sdk_secretsmanager::Client::new(sdk), &config.bootstrap_secret_arn));
+        Ok(Self { state: State::new(items), sealer, discovery_queue, bootstrap, http: http_client()?, config })
+    }
+}
+
+/// The HTTP client of the connectors: bounded connect and request times.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(120))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
+        .build()
+}

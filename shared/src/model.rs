@@ -1,0 +1,277 @@
+//! Domain types of the control plane, with newtype ids that keep them apart.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl $name {
+            /// A new random id.
+            pub fn random() -> Self {
+                Self(format!(concat!($prefix, "_{}"), uuid::Uuid::new_v4().simple()))
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// One customer organisation; every key and query is scoped by it.
+    AccountId, "acct");
+id_type!(
+    /// An admin of an account.
+    AdminId, "adm");
+id_type!(
+    /// A connection to a SaaS tenant.
+    ConnectionId, "conn");
+id_type!(
+    /// A protected entity (mailbox, OneDrive, site).
+    EntityId, "ent");
+id_type!(
+    /// One activity record.
+    ActivityId, "act");
+
+impl EntityId {
+    /// The id of an entity is derived from where it comes from, so the same
+    /// mailbox found twice is the same entity (discovery upserts are idempotent).
+    pub fn derive(connection: &ConnectionId, kind: EntityKind, source_id: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(connection.0.as_bytes());
+        hasher.update([0]);
+        hasher.update(kind.as_str().as_bytes());
+        hasher.update([0]);
+        hasher.update(source_id.as_bytes());
+        let digest = hasher.finalize();
+        Self(format!("ent_{}", hex::encode(&digest[..12])))
+    }
+}
+
+/// An account (one customer organisation) and its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Account {
+    pub id: AccountId,
+    pub name: String,
+    /// Activate newly discovered users automatically.
+    pub auto_activate: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The role of an admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Owner,
+    Admin,
+}
+
+/// An admin of an account. Secrets (password hash, sealed TOTP seed) are kept
+/// apart in [`AdminSecrets`] so that this type can be returned by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Admin {
+    pub id: AdminId,
+    pub account_id: AccountId,
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    pub totp_enabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What proves an admin's identity; never serialized into an API response.
+#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct AdminSecrets {
+    /// PHC string of the argon2id hash.
+    pub password_hash: String,
+    /// KMS-sealed TOTP seed, once two-factor authentication is on.
+    pub totp_sealed: Option<String>,
+    /// KMS-sealed TOTP seed being set up, not yet confirmed.
+    pub totp_pending_sealed: Option<String>,
+    /// The last TOTP time step accepted, so a code cannot be replayed.
+    pub totp_last_step: Option<u64>,
+    /// Failed sign-ins since the last success.
+    pub failed_signins: u32,
+    pub locked_until: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for AdminSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSecrets")
+            .field("failed_signins", &self.failed_signins)
+            .field("locked_until", &self.locked_until)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The SaaS services Strata protects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Service {
+    M365,
+}
+
+/// A connection to a Microsoft 365 tenant: where to reach it and the sealed secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Connection {
+    pub id: ConnectionId,
+    pub account_id: AccountId,
+    pub service: Service,
+    pub display_name: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    /// The client secret sealed with KMS (bound to the account); never returned.
+    pub client_secret_sealed: String,
+    pub login_url: String,
+    pub graph_url: String,
+    pub created_at: DateTime<Utc>,
+    pub discovery: DiscoveryStatus,
+}
+
+/// Where discovery of a connection stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, Default)]
+pub struct DiscoveryStatus {
+    pub state: DiscoveryState,
+    pub request_id: Option<String>,
+    pub queued_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Users looked at so far, out of `users_total` (progress while running).
+    pub users_done: u64,
+    pub users_total: u64,
+    pub result: Option<DiscoveryCounts>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscoveryState {
+    #[default]
+    Never,
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// What one discovery found and changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+pub struct DiscoveryCounts {
+    pub users: u64,
+    pub mailboxes: u64,
+    pub onedrives: u64,
+    pub sites: u64,
+    pub new: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub gone: u64,
+    pub activated: u64,
+    /// Users whose mailbox or OneDrive could not be determined this time (left as they were).
+    pub undetermined: u64,
+    pub requests: u64,
+    pub throttled: u64,
+}
+
+/// The kinds of protected entities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityKind {
+    Mailbox,
+    Onedrive,
+    Site,
+}
+
+impl EntityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mailbox => "mailbox",
+            Self::Onedrive => "onedrive",
+            Self::Site => "site",
+        }
+    }
+}
+
+/// The life of an entity: found, backed up, paused (archived), vanished from the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityStatus {
+    Discovered,
+    Active,
+    Paused,
+    /// No longer in the source; its backed-up data is kept.
+    Gone,
+}
+
+/// A protected entity: a mailbox, a OneDrive or a SharePoint site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Entity {
+    pub id: EntityId,
+    pub account_id: AccountId,
+    pub connection_id: ConnectionId,
+    pub kind: EntityKind,
+    /// The id in the source (Graph user id, drive id, site id).
+    pub source_id: String,
+    pub display_name: String,
+    /// E-mail address, UPN or web URL: what an admin recognises.
+    pub address: Option<String>,
+    /// Kind-specific facts, e.g. `mailbox_type` (user, shared), `account_enabled`.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+    pub status: EntityStatus,
+    /// The status before it went `gone`, restored if it comes back.
+    pub status_before_gone: Option<EntityStatus>,
+    pub discovered_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub activated_at: Option<DateTime<Utc>>,
+    pub gone_at: Option<DateTime<Utc>>,
+    /// Set by later backup runs.
+    pub last_backup_at: Option<DateTime<Utc>>,
+}
+
+/// One entry of the account's activity log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Activity {
+    pub id: ActivityId,
+    pub account_id: AccountId,
+    pub at: DateTime<Utc>,
+    /// e.g. `discovery`.
+    pub kind: String,
+    pub connection_id: Option<ConnectionId>,
+    pub status: String,
+    pub summary: String,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entity_id_is_stable_and_distinguishes_kinds() {
+        let conn = ConnectionId("conn_1".into());
+        let a = EntityId::derive(&conn, EntityKind::Mailbox, "user-1");
+        assert_eq!(a, EntityId::derive(&conn, EntityKind::Mailbox, "user-1"));
+        assert_ne!(a, EntityId::derive(&conn, EntityKind::Onedrive, "user-1"));
+        assert_ne!(a, EntityId::derive(&ConnectionId("conn_2".into()), EntityKind::Mailbox, "user-1"));
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let s = AdminSecrets { password_hash: "$argon2id$secret".into(), ..Default::default() };
+        assert!(!format!("{s:?}").contains("argon2id"));
+    }
+}

@@ -1,0 +1,440 @@
+//! Typed control-plane operations over an [`ItemStore`]. Every key of account
+//! data starts with `ACCT#<account id>`: a query can only see one account.
+
+use super::items::{Cursor, Item, ItemStore, PutCondition, Query, StoreError};
+use crate::model::{
+    Account, AccountId, Activity, Admin, AdminId, AdminSecrets, Connection, ConnectionId, Entity, EntityId, EntityKind,
+    EntityStatus,
+};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Errors of the typed store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("an admin with this e-mail address already exists")]
+    EmailTaken,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("the item changed under us too often; try again")]
+    Contended,
+}
+
+impl StateError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Store(e) => e.is_retryable(),
+            Self::Contended => true,
+            _ => false,
+        }
+    }
+}
+
+/// An admin's session, stored under the SHA-256 of its token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub account_id: AccountId,
+    pub admin_id: AdminId,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AdminRecord {
+    admin: Admin,
+    secrets: AdminSecrets,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EmailClaim {
+    account_id: AccountId,
+    admin_id: AdminId,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RequestMarker {
+    done: bool,
+    lease_until: DateTime<Utc>,
+}
+
+/// What [`State::claim_request`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestClaim {
+    /// Ours to run now.
+    Claimed,
+    /// Already done: a redelivery, nothing to do.
+    AlreadyDone,
+    /// Being run by someone else, whose lease has not expired.
+    Busy,
+}
+
+/// Filters of the entity list.
+#[derive(Debug, Clone, Default)]
+pub struct EntityFilter {
+    pub kind: Option<EntityKind>,
+    pub status: Option<EntityStatus>,
+    pub connection_id: Option<ConnectionId>,
+}
+
+impl EntityFilter {
+    fn matches(&self, e: &Entity) -> bool {
+        self.kind.is_none_or(|k| e.kind == k)
+            && self.status.is_none_or(|s| e.status == s)
+            && self.connection_id.as_ref().is_none_or(|c| e.connection_id == *c)
+    }
+}
+
+/// One page of entities and the opaque cursor of the next.
+#[derive(Debug, Clone)]
+pub struct EntityPage {
+    pub items: Vec<Entity>,
+    pub next: Option<String>,
+}
+
+fn acct(a: &AccountId) -> String {
+    format!("ACCT#{a}")
+}
+
+const UPDATE_ATTEMPTS: usize = 8;
+
+/// The control-plane store.
+#[derive(Clone)]
+pub struct State {
+    items: Arc<dyn ItemStore>,
+}
+
+impl State {
+    pub fn new(items: Arc<dyn ItemStore>) -> Self {
+        Self { items }
+    }
+
+    pub fn items(&self) -> &Arc<dyn ItemStore> {
+        &self.items
+    }
+
+    fn encode<T: Serialize>(value: &T) -> serde_json::Value {
+        // Domain types are plain data: serializing them cannot fail.
+        serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+    }
+
+    // ----- accounts and admins -----
+
+    /// Creates an account with its owner, atomically; the e-mail address must be free.
+    pub async fn create_account(&self, account: &Account, owner: &Admin, secrets: &AdminSecrets) -> Result<(), StateError> {
+        let email = owner.email.to_lowercase();
+        let claim = EmailClaim { account_id: account.id.clone(), admin_id: owner.id.clone() };
+        let record = AdminRecord { admin: owner.clone(), secrets: secrets.clone() };
+        let batch = vec![
+            (Item::new(format!("EMAIL#{email}"), "EMAIL", Self::encode(&claim)), PutCondition::NotExists),
+            (Item::new(acct(&account.id), "ACCOUNT", Self::encode(account)), PutCondition::NotExists),
+            (Item::new(acct(&account.id), format!("ADMIN#{}", owner.id), Self::encode(&record)), PutCondition::NotExists),
+        ];
+        match self.items.put_all(batch).await {
+            Err(StoreError::ConditionFailed { pk, .. }) if pk.starts_with("EMAIL#") => Err(StateError::EmailTaken),
+            other => Ok(other?),
+        }
+    }
+
+    /// Marks the one-time bootstrap token used; false if it already was.
+    pub async fn claim_bootstrap(&self, account_id: &AccountId) -> Result<bool, StateError> {
+        let item = Item::new("BOOTSTRAP", "BOOTSTRAP", serde_json::json!({ "account_id": account_id, "at": Utc::now() }));
+        match self.items.put(item, PutCondition::NotExists).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::ConditionFailed { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Gives the bootstrap token back (the account it was claimed for could not be created).
+    pub async fn release_bootstrap(&self) -> Result<(), StateError> {
+        Ok(self.items.delete("BOOTSTRAP", "BOOTSTRAP").await?)
+    }
+
+    pub async fn account(&self, id: &AccountId) -> Result<Option<Account>, StateError> {
+        Ok(self.items.get(&acct(id), "ACCOUNT").await?.map(|i| i.decode()).transpose()?)
+    }
+
+    /// Changes an account's settings (read, modify, conditional write).
+    pub async fn update_account(&self, id: &AccountId, change: impl Fn(&mut Account)) -> Result<Account, StateError> {
+        self.update(&acct(id), "ACCOUNT", "account", |a: &mut Account| {
+            change(a);
+            true
+        })
+        .await
+    }
+
+    /// The admin signing in with this address, with their secrets and record version.
+    pub async fn admin_by_email(&self, email: &str) -> Result<Option<(Admin, AdminSecrets, u64)>, StateError> {
+        let Some(claim) = self.items.get(&format!("EMAIL#{}", email.to_lowercase()), "EMAIL").await? else {
+            return Ok(None);
+        };
+        let claim: EmailClaim = claim.decode()?;
+        self.admin(&claim.account_id, &claim.admin_id).await
+    }
+
+    pub async fn admin(&self, account: &AccountId, id: &AdminId) -> Result<Option<(Admin, AdminSecrets, u64)>, StateError> {
+        let Some(item) = self.items.get(&acct(account), &format!("ADMIN#{id}")).await? else {
+            return Ok(None);
+        };
+        let record: AdminRecord = item.decode()?;
+        Ok(Some((record.admin, record.secrets, item.version)))
+    }
+
+    /// Writes an admin back if nobody changed it since `version` was read.
+    pub async fn save_admin(&self, admin: &Admin, secrets: &AdminSecrets, version: u64) -> Result<(), StateError> {
+        let record = AdminRecord { admin: admin.clone(), secrets: secrets.clone() };
+        let item = Item::new(acct(&admin.account_id), format!("ADMIN#{}", admin.id), Self::encode(&record));
+        match self.items.put(item, PutCondition::Version(version)).await {
+            Err(StoreError::ConditionFailed { .. }) => Err(StateError::Contended),
+            other => Ok(other?),
+        }
+    }
+
+    // ----- sessions -----
+
+    pub async fn put_session(&self, token_hash: &str, session: &Session) -> Result<(), StateError> {
+        let item = Item::new(format!("SESSION#{token_hash}"), "SESSION", Self::encode(session)).with_ttl(session.expires_at.timestamp());
+        Ok(self.items.put(item, PutCondition::NotExists).await?)
+    }
+
+    /// The session if it exists and has not expired.
+    pub async fn session(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<Session>, StateError> {
+        let Some(item) = self.items.get(&format!("SESSION#{token_hash}"), "SESSION").await? else {
+            return Ok(None);
+        };
+        let session: Session = item.decode()?;
+        Ok((session.expires_at > now).then_some(session))
+    }
+
+    pub async fn delete_session(&self, token_hash: &str) -> Result<(), StateError> {
+        Ok(self.items.delete(&format!("SESSION#{token_hash}"), "SESSION").await?)
+    }
+
+    // ----- connections -----
+
+    pub async fn put_connection(&self, c: &Connection) -> Result<(), StateError> {
+        let item = Item::new(acct(&c.account_id), format!("CONN#{}", c.id), Self::encode(c))
+            .with_index("CONNECTIONS", format!("{}#{}", c.account_id, c.id));
+        Ok(self.items.put(item, PutCondition::NotExists).await?)
+    }
+
+    pub async fn connection(&self, account: &AccountId, id: &ConnectionId) -> Result<Option<Connection>, StateError> {
+        Ok(self.items.get(&acct(account), &format!("CONN#{id}")).await?.map(|i| i.decode()).transpose()?)
+    }
+
+    pub async fn connections(&self, account: &AccountId) -> Result<Vec<Connection>, StateError> {
+        self.query_all(Query::partition(acct(account)).prefix("CONN#")).await
+    }
+
+    /// Every connection of every account (the scheduled discovery's fan-out).
+    pub async fn all_connections(&self) -> Result<Vec<(AccountId, ConnectionId)>, StateError> {
+        let connections: Vec<Connection> = self.query_all(Query::gsi1("CONNECTIONS")).await?;
+        Ok(connections.into_iter().map(|c| (c.account_id, c.id)).collect())
+    }
+
+    pub async fn delete_connection(&self, account: &AccountId, id: &ConnectionId) -> Result<(), StateError> {
+        Ok(self.items.delete(&acct(account), &format!("CONN#{id}")).await?)
+    }
+
+    pub async fn update_connection(
+        &self,
+        account: &AccountId,
+        id: &ConnectionId,
+        change: impl Fn(&mut Connection) -> bool,
+    ) -> Result<Connection, StateError> {
+        let item_index = |c: &Connection| ("CONNECTIONS".to_string(), format!("{}#{}", c.account_id, c.id));
+        self.update_indexed(&acct(account), &format!("CONN#{id}"), "connection", change, item_index).await
+    }
+
+    // ----- entities -----
+
+    pub async fn entity(&self, account: &AccountId, id: &EntityId) -> Result<Option<Entity>, StateError> {
+        Ok(self.items.get(&acct(account), &format!("ENT#{id}")).await?.map(|i| i.decode()).transpose()?)
+    }
+
+    /// A page of an account's entities matching the filter, in id order.
+    pub async fn entities(&self, account: &AccountId, filter: &EntityFilter, limit: usize, cursor: Option<&str>) -> Result<EntityPage, StateError> {
+        let limit = limit.clamp(1, 1000);
+        let mut start = cursor.map(Cursor::decode).transpose()?;
+        let mut items = Vec::new();
+        loop {
+            let page = self.items.query(Query::partition(acct(account)).prefix("ENT#").limit(limit.max(100)).start(start.clone())).await?;
+            for item in &page.items {
+                let entity: Entity = item.decode()?;
+                start = Some(Cursor::of(item));
+                if filter.matches(&entity) {
+                    items.push(entity);
+                    if items.len() == limit {
+                        return Ok(EntityPage { items, next: start.map(|c| c.encode()) });
+                    }
+                }
+            }
+            if page.next.is_none() {
+                return Ok(EntityPage { items, next: None });
+            }
+            start = page.next;
+        }
+    }
+
+    /// Every entity of a connection with its record version (discovery's view).
+    pub async fn entities_of_connection(&self, account: &AccountId, connection: &ConnectionId) -> Result<Vec<(Entity, u64)>, StateError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self.items.query(Query::partition(acct(account)).prefix("ENT#").limit(1000).start(start)).await?;
+            for item in &page.items {
+                let entity: Entity = item.decode()?;
+                if entity.connection_id == *connection {
+                    out.push((entity, item.version));
+                }
+            }
+            match page.next {
+                Some(next) => start = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Writes an entity if its record is still at `version` (0: new).
+    pub async fn put_entity(&self, entity: &Entity, version: u64) -> Result<(), StateError> {
+        let item = Item::new(acct(&entity.account_id), format!("ENT#{}", entity.id), Self::encode(entity));
+        match self.items.put(item, PutCondition::Version(version)).await {
+            Err(StoreError::ConditionFailed { .. }) => Err(StateError::Contended),
+            other => Ok(other?),
+        }
+    }
+
+    /// Changes one entity; `change` returns whether anything changed.
+    pub async fn update_entity(&self, account: &AccountId, id: &EntityId, change: impl Fn(&mut Entity) -> bool) -> Result<Entity, StateError> {
+        self.update(&acct(account), &format!("ENT#{id}"), "entity", change).await
+    }
+
+    // ----- activity -----
+
+    pub async fn put_activity(&self, activity: &Activity) -> Result<(), StateError> {
+        let sk = format!("ACTIVITY#{}#{}", activity.at.format("%Y-%m-%dT%H:%M:%S%.6fZ"), activity.id);
+        let ttl = (activity.at + Duration::days(400)).timestamp();
+        let item = Item::new(acct(&activity.account_id), sk, Self::encode(activity)).with_ttl(ttl);
+        Ok(self.items.put(item, PutCondition::NotExists).await?)
+    }
+
+    /// The account's activity, newest first.
+    pub async fn activities(&self, account: &AccountId, limit: usize, cursor: Option<&str>) -> Result<(Vec<Activity>, Option<String>), StateError> {
+        let start = cursor.map(Cursor::decode).transpose()?;
+        let page = self.items.query(Query::partition(acct(account)).prefix("ACTIVITY#").limit(limit.clamp(1, 500)).start(start).descending()).await?;
+        let items = page.items.iter().map(|i| i.decode()).collect::<Result<Vec<Activity>, _>>()?;
+        Ok((items, page.next.map(|c| c.encode())))
+    }
+
+    // ----- idempotency of queued requests -----
+
+    /// Claims a queued request so that a redelivered message does nothing.
+    pub async fn claim_request(&self, account: &AccountId, request_id: &str, lease: std::time::Duration) -> Result<RequestClaim, StateError> {
+        let now = Utc::now();
+        let lease_until = now + Duration::from_std(lease).unwrap_or(Duration::minutes(15));
+        let (pk, sk) = (acct(account), format!("REQUEST#{request_id}"));
+        let existing = self.items.get(&pk, &sk).await?;
+        let version = match &existing {
+            None => 0,
+            Some(item) => {
+                let marker: RequestMarker = item.decode()?;
+                if marker.done {
+                    return Ok(RequestClaim::AlreadyDone);
+                }
+                if marker.lease_until > now {
+                    return Ok(RequestClaim::Busy);
+                }
+                item.version
+            }
+        };
+        let marker = RequestMarker { done: false, lease_until };
+        let item = Item::new(pk, sk, Self::encode(&marker)).with_ttl((now + Duration::days(30)).timestamp());
+        match self.items.put(item, PutCondition::Version(version)).await {
+            Ok(()) => Ok(RequestClaim::Claimed),
+            Err(StoreError::ConditionFailed { .. }) => Ok(RequestClaim::Busy),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Marks a claimed request done (or releases it, so a retry may run it).
+    pub async fn finish_request(&self, account: &AccountId, request_id: &str, done: bool) -> Result<(), StateError> {
+        let (pk, sk) = (acct(account), format!("REQUEST#{request_id}"));
+        if !done {
+            return Ok(self.items.delete(&pk, &sk).await?);
+        }
+        let marker = RequestMarker { done: true, lease_until: Utc::now() };
+        let item = Item::new(pk, sk, Self::encode(&marker)).with_ttl((Utc::now() + Duration::days(30)).timestamp());
+        Ok(self.items.put(item, PutCondition::None).await?)
+    }
+
+    // ----- helpers -----
+
+    async fn query_all<T: serde::de::DeserializeOwned>(&self, query: Query) -> Result<Vec<T>, StateError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self.items.query(query.clone().limit(500).start(start)).await?;
+            for item in &page.items {
+                out.push(item.decode()?);
+            }
+            match page.next {
+                Some(next) => start = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    async fn update<T: Serialize + serde::de::DeserializeOwned>(
+        &self,
+        pk: &str,
+        sk: &str,
+        what: &'static str,
+        change: impl Fn(&mut T) -> bool,
+    ) -> Result<T, StateError> {
+        self.update_with(pk, sk, what, change, |_| None).await
+    }
+
+    async fn update_indexed<T: Serialize + serde::de::DeserializeOwned>(
+        &self,
+        pk: &str,
+        sk: &str,
+        what: &'static str,
+        change: impl Fn(&mut T) -> bool,
+        index: impl Fn(&T) -> (String, String),
+    ) -> Result<T, StateError> {
+        self.update_with(pk, sk, what, change, |t| Some(index(t))).await
+    }
+
+    async fn update_with<T: Serialize + serde::de::DeserializeOwned>(
+        &self,
+        pk: &str,
+        sk: &str,
+        what: &'static str,
+        change: impl Fn(&mut T) -> bool,
+        index: impl Fn(&T) -> Option<(String, String)>,
+    ) -> Result<T, StateError> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(item) = self.items.get(pk, sk).await? else {
+                return Err(StateError::NotFound(what));
+            };
+            let mut value: T = item.decode()?;
+            if !change(&mut value) {
+                return Ok(value);
+            }
+            let mut next = Item::new(pk, sk, Self::encode(&value));
+            next.ttl = item.ttl;
+            if let Some((p, s)) = index(&value) {
+                next = next.with_index(p, s);
+            }
+            match self.items.put(next, PutCondition::Version(item.version)).await {
+                Ok(()) => return Ok(value),
+                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StateError::Contended)
+    }
+}
