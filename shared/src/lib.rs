@@ -8,10 +8,10 @@
 pub mod config;
 pub mod context;
 pub mod model;
-// pub mod ops;
+pub mod ops;
 pub mod queue;
 pub mod secrets;
-// pub mod source;
+pub mod source;
 pub mod state;
 pub mod telemetry;
 

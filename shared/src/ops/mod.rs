@@ -1,0 +1,5 @@
+//! The operations, as plain async functions over a [`crate::Context`]:
+//! each Lambda's `main.rs` calls one of them.
+
+pub mod connections;
+pub mod discovery;

@@ -1,0 +1,359 @@
+//! The Graph HTTP client: tokens, retries, throttle gates, paging.
+
+use super::throttle::{Gates, Scope};
+use crate::secrets::Secret;
+use crate::source::{SourceError, SourceStats};
+use rand::Rng;
+use serde::Deserialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{Mutex, Semaphore};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+/// Where and as whom to reach a tenant. National clouds (and the fake) override the URLs.
+#[derive(Debug, Clone)]
+pub struct GraphCredentials {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// e.g. `https://login.microsoftonline.com`
+    pub login_url: String,
+    /// e.g. `https://graph.microsoft.com`
+    pub graph_url: String,
+}
+
+/// How hard to try before giving up on a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts on 5xx, timeouts and broken responses.
+    pub max_attempts: u32,
+    /// Attempts while throttled (429, or 503 with `Retry-After`).
+    pub max_throttled_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// A `Retry-After` longer than this ends the request as [`SourceError::Throttled`].
+    pub max_retry_after: Duration,
+    /// Requests in flight at once, over all scopes.
+    pub concurrency: usize,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 6,
+            max_throttled_attempts: 20,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(300),
+            concurrency: 16,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// For checking credentials while a user waits: fail fast.
+    pub fn interactive() -> Self {
+        Self { max_attempts: 3, max_throttled_attempts: 3, max_retry_after: Duration::from_secs(10), ..Self::default() }
+    }
+
+    /// Full jitter: a random wait in `[0, min(max, base * 2^attempt)]`.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let cap = self.base_delay.saturating_mul(1u32 << attempt.min(16)).min(self.max_delay);
+        let millis = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::thread_rng().gen_range(0..=millis))
+    }
+}
+
+struct Token {
+    value: Secret,
+    renew_at: Instant,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    expires_in: u64,
+}
+
+#[derive(Deserialize)]
+struct TokenError {
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
+#[derive(Deserialize)]
+struct GraphErrorBody {
+    error: GraphErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct GraphErrorDetail {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// A client of one tenant's Graph API.
+pub struct GraphClient {
+    http: reqwest::Client,
+    creds: GraphCredentials,
+    policy: RetryPolicy,
+    token: Mutex<Option<Token>>,
+    gates: Gates,
+    in_flight: Semaphore,
+    requests: AtomicU64,
+    throttled: AtomicU64,
+    retries: AtomicU64,
+}
+
+/// What one attempt ended with.
+enum Attempt {
+    Done(serde_json::Value),
+    Throttled(Option<Duration>),
+    Transient(String),
+    ExpiredToken,
+}
+
+impl GraphClient {
+    pub fn new(http: reqwest::Client, creds: GraphCredentials, policy: RetryPolicy) -> Self {
+        Self {
+            http,
+            in_flight: Semaphore::new(policy.concurrency.max(1)),
+            creds,
+            policy,
+            token: Mutex::new(None),
+            gates: Gates::default(),
+            requests: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+        }
+    }
+
+    pub fn stats(&self) -> SourceStats {
+        SourceStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+        }
+    }
+
+    fn graph_base(&self) -> String {
+        format!("{}/v1.0", self.creds.graph_url.trim_end_matches('/'))
+    }
+
+    /// An access token, fetched or renewed 5 minutes before it expires.
+    async fn token(&self) -> Result<Secret, SourceError> {
+        let mut slot = self.token.lock().await;
+        if let Some(token) = slot.as_ref() {
+            if token.renew_at > Instant::now() {
+                return Ok(token.value.clone());
+            }
+        }
+        let token = self.fetch_token().await?;
+        let value = token.value.clone();
+        *slot = Some(token);
+        Ok(value)
+    }
+
+    async fn forget_token(&self) {
+        *self.token.lock().await = None;
+    }
+
+    async fn fetch_token(&self) -> Result<Token, SourceError> {
+        let url = format!("{}/{}/oauth2/v2.0/token", self.creds.login_url.trim_end_matches('/'), urlencoding::encode(&self.creds.tenant_id));
+        let scope = format!("{}/.default", self.creds.graph_url.trim_end_matches('/'));
+        let form = [
+            ("client_id", self.creds.client_id.as_str()),
+            ("client_secret", self.creds.client_secret.expose()),
+            ("scope", scope.as_str()),
+            ("grant_type", "client_credentials"),
+        ];
+        let mut attempt = 0;
+        loop {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let reason: String = match self.http.post(&url).form(&form).send().await {
+                Err(e) => format!("token endpoint unreachable: {}", without_url(&e)),
+                Ok(resp) => {
+                    let status = resp.status();
+                    let body = resp.bytes().await.map_err(|e| format!("token response broken: {}", without_url(&e)));
+                    match body {
+                        Err(e) => e,
+                        Ok(body) if status.is_success() => {
+                            let parsed: TokenResponse =
+                                serde_json::from_slice(&body).map_err(|e| SourceError::Protocol(format!("token response: {e}")))?;
+                            // Renew 5 minutes early, or halfway through a short-lived token.
+                            let lifetime = Duration::from_secs(parsed.expires_in);
+                            let margin = Duration::from_secs(300).min(lifetime / 2);
+                            return Ok(Token { value: Secret::new(parsed.access_token), renew_at: Instant::now() + lifetime - margin });
+                        }
+                        Ok(_) if status.is_server_error() || status.as_u16() == 429 => format!("token endpoint answered {status}"),
+                        Ok(body) => {
+                            let (code, description) = match serde_json::from_slice::<TokenError>(&body) {
+                                Ok(e) => (e.error, first_line(&e.error_description)),
+                                Err(_) => (status.as_u16().to_string(), "the token endpoint refused the request".to_string()),
+                            };
+                            return Err(SourceError::Auth { code, description });
+                        }
+                    }
+                }
+            };
+            attempt += 1;
+            if attempt >= self.policy.max_attempts {
+                return Err(SourceError::Unavailable(reason));
+            }
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(self.policy.backoff(attempt)).await;
+        }
+    }
+
+    /// GET a Graph path (`/users?...`) or an absolute `@odata.nextLink`, as JSON.
+    pub async fn get_json(&self, path_or_url: &str) -> Result<serde_json::Value, SourceError> {
+        let url = self.resolve(path_or_url)?;
+        let scope = Scope::of_path(url.path());
+        let (mut attempts, mut throttled_attempts, mut token_renewed) = (0u32, 0u32, false);
+        loop {
+            match self.attempt(&url, &scope).await? {
+                Attempt::Done(value) => return Ok(value),
+                Attempt::ExpiredToken if !token_renewed => {
+                    token_renewed = true;
+                    self.forget_token().await;
+                }
+                Attempt::ExpiredToken => return Err(SourceError::Auth { code: "InvalidAuthenticationToken".into(), description: "a fresh token was refused".into() }),
+                Attempt::Throttled(retry_after) => {
+                    self.throttled.fetch_add(1, Ordering::Relaxed);
+                    throttled_attempts += 1;
+                    let wait = retry_after.unwrap_or_else(|| self.policy.backoff(throttled_attempts));
+                    if throttled_attempts >= self.policy.max_throttled_attempts || wait > self.policy.max_retry_after {
+                        return Err(SourceError::Throttled { attempts: throttled_attempts });
+                    }
+                    debug!(?scope, wait_ms = wait.as_millis() as u64, "throttled");
+                    self.gates.hold(&scope, wait);
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                }
+                Attempt::Transient(reason) => {
+                    attempts += 1;
+                    if attempts >= self.policy.max_attempts {
+                        warn!(path = url.path(), %reason, "giving up after retries");
+                        return Err(SourceError::Unavailable(reason));
+                    }
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(self.policy.backoff(attempts)).await;
+                }
+            }
+        }
+    }
+
+    /// Every `value` entry of a collection, following `@odata.nextLink` until it is absent.
+    pub async fn get_all(&self, path: &str) -> Result<Vec<serde_json::Value>, SourceError> {
+        let mut out = Vec::new();
+        let mut next = Some(path.to_string());
+        while let Some(link) = next {
+            let mut page = self.get_json(&link).await?;
+            match page.get_mut("value").map(serde_json::Value::take) {
+                Some(serde_json::Value::Array(values)) => out.extend(values),
+                _ => return Err(SourceError::Protocol("collection page without a value array".into())),
+            }
+            next = page.get("@odata.nextLink").and_then(|v| v.as_str()).map(str::to_string);
+        }
+        Ok(out)
+    }
+
+    /// The absolute URL of a request; links must stay on the Graph host (the token goes with them).
+    fn resolve(&self, path_or_url: &str) -> Result<url::Url, SourceError> {
+        let base = url::Url::parse(&self.graph_base()).map_err(|e| SourceError::Protocol(format!("graph url: {e}")))?;
+        if path_or_url.starts_with('/') {
+            return url::Url::parse(&format!("{}{}", self.graph_base(), path_or_url)).map_err(|e| SourceError::Protocol(format!("bad path: {e}")));
+        }
+        let url = url::Url::parse(path_or_url).map_err(|e| SourceError::Protocol(format!("bad link: {e}")))?;
+        if url.origin() != base.origin() {
+            return Err(SourceError::Protocol(format!("link leaves the Graph host: {}", url.origin().ascii_serialization())));
+        }
+        Ok(url)
+    }
+
+    async fn attempt(&self, url: &url::Url, scope: &Scope) -> Result<Attempt, SourceError> {
+        let mailbox = match scope {
+            Scope::Mailbox(id) => Some(self.gates.mailbox(id)),
+            _ => None,
+        };
+        let _mailbox_permit = match &mailbox {
+            Some(sem) => Some(sem.acquire().await.map_err(|_| SourceError::Unavailable("client closed".into()))?),
+            None => None,
+        };
+        let _permit = self.in_flight.acquire().await.map_err(|_| SourceError::Unavailable("client closed".into()))?;
+        // Honour any Retry-After that arrived while this request waited for a permit.
+        self.gates.wait_open(scope).await;
+        let token = self.token().await?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let response = self
+            .http
+            .get(url.clone())
+            .bearer_auth(token.expose())
+            .header("Prefer", "IdType=\"ImmutableId\"")
+            .send()
+            .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => return Ok(Attempt::Transient(format!("request failed: {}", without_url(&e)))),
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Ok(Attempt::Transient(format!("response body broken: {}", without_url(&e)))),
+        };
+        if (200..300).contains(&status) {
+            return Ok(match serde_json::from_slice(&body) {
+                Ok(value) => Attempt::Done(value),
+                // A truncated or garbled body: ask again.
+                Err(e) => Attempt::Transient(format!("unreadable response: {e}")),
+            });
+        }
+        let (code, message) = match serde_json::from_slice::<GraphErrorBody>(&body) {
+            Ok(b) => (b.error.code, b.error.message),
+            Err(_) => (String::new(), String::from_utf8_lossy(&body).chars().take(200).collect()),
+        };
+        Ok(match status {
+            429 => Attempt::Throttled(retry_after),
+            503 if retry_after.is_some() => Attempt::Throttled(retry_after),
+            401 if code == "InvalidAuthenticationToken" || code.is_empty() => Attempt::ExpiredToken,
+            500..=599 => Attempt::Transient(format!("{status} {code}")),
+            401 => return Err(SourceError::Auth { code, description: message }),
+            403 => return Err(SourceError::Forbidden { code, message }),
+            404 => return Err(SourceError::NotFound { code, message }),
+            _ => return Err(SourceError::Api { status, code, message }),
+        })
+    }
+}
+
+/// A reqwest error without its URL (which may carry query parameters).
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "broken body"
+    } else {
+        "transport error"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() { kind.to_string() } else { format!("{kind}: {detail}") }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().trim().chars().take(300).collect()
+}
