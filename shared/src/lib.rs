@@ -4,7 +4,7 @@
 //! [`context::Context`] to one of the operations in [`ops`] or to the HTTP
 //! [`api`] router. See `docs/design.md` for the persisted formats.
 
-// pub mod api;
+pub mod api;
 pub mod config;
 pub mod context;
 pub mod model;

@@ -1,0 +1,51 @@
+//! The HTTP API v1 as an axum [`Router`]: served by the API Lambda through
+//! `lambda_http`, and by `axum::serve` in the local stack. Every handler takes
+//! the account from the authenticated [`auth::Principal`], never from the request.
+
+pub mod auth;
+mod connections;
+mod entities;
+mod error;
+mod openapi;
+
+use crate::context::Context;
+use axum::Router;
+use axum::routing::{delete, get, post};
+use std::sync::Arc;
+
+pub use error::ApiError;
+
+/// The shared state of every handler.
+pub type AppState = Arc<Context>;
+
+/// The whole API.
+pub fn router(ctx: Arc<Context>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/openapi.json", get(openapi::document))
+        .route("/v1/signup", post(auth::signup))
+        .route("/v1/sessions", post(auth::sign_in))
+        .route("/v1/sessions/current", delete(auth::sign_out))
+        .route("/v1/me", get(auth::me))
+        .route("/v1/me/totp", post(auth::totp_setup))
+        .route("/v1/me/totp/confirm", post(auth::totp_confirm))
+        .route("/v1/account", get(auth::account).patch(auth::update_account))
+        .route("/v1/activity", get(entities::activity))
+        .route("/v1/connections", get(connections::list).post(connections::create))
+        .route("/v1/connections/{id}", get(connections::get_one).delete(connections::remove))
+        .route("/v1/connections/{id}/discover", post(connections::discover))
+        .route("/v1/connections/{id}/discovery", get(connections::discovery))
+        .route("/v1/entities", get(entities::list))
+        .route("/v1/entities/activate-all", post(entities::activate_all))
+        .route("/v1/entities/{id}", get(entities::get_one))
+        .route("/v1/entities/{id}/activate", post(entities::activate))
+        .route("/v1/entities/{id}/pause", post(entities::pause))
+        .route("/v1/entities/{id}/resume", post(entities::resume))
+        .fallback(error::not_found)
+        .with_state(ctx)
+}
+
+#[utoipa::path(get, path = "/v1/health", responses((status = 200, description = "The API is up")))]
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
