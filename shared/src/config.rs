@@ -64,17 +64,26 @@ impl Config {
             match optional(name).as_deref().map(str::to_ascii_lowercase).as_deref() {
                 None | Some("false") | Some("0") | Some("no") => Ok(false),
                 Some("true") | Some("1") | Some("yes") => Ok(true),
-                Some(other) => Err(ConfigError::Invalid { name, reason: format!("expected true or false, got {other:?}") }),
+                Some(other) => Err(ConfigError::Invalid {
+                    name,
+                    reason: format!("expected true or false, got {other:?}"),
+                }),
             }
         };
         let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
             match optional(name) {
                 None => Ok(default),
-                Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid { name, reason: format!("expected a whole number, got {v:?}") }),
+                Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid {
+                    name,
+                    reason: format!("expected a whole number, got {v:?}"),
+                }),
             }
         };
-        let signin_max_failures = u32::try_from(number("SIGNIN_MAX_FAILURES", 5)?)
-            .map_err(|_| ConfigError::Invalid { name: "SIGNIN_MAX_FAILURES", reason: "too large".into() })?;
+        let signin_max_failures =
+            u32::try_from(number("SIGNIN_MAX_FAILURES", 5)?).map_err(|_| ConfigError::Invalid {
+                name: "SIGNIN_MAX_FAILURES",
+                reason: "too large".into(),
+            })?;
         Ok(Self {
             state_table: required("STATE_TABLE")?,
             data_bucket: required("DATA_BUCKET")?,

@@ -33,11 +33,27 @@ impl Context {
 
     /// Builds the context on a ready SDK configuration (the local stack's, in tests).
     pub fn from_sdk(config: Config, sdk: &aws_config::SdkConfig) -> Result<Self, reqwest::Error> {
-        let items: Arc<dyn ItemStore> = Arc::new(DynamoItems::new(aws_sdk_dynamodb::Client::new(sdk), &config.state_table));
+        let items: Arc<dyn ItemStore> = Arc::new(DynamoItems::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            &config.state_table,
+        ));
         let sealer = Arc::new(KmsSealer::new(aws_sdk_kms::Client::new(sdk), &config.kms_key_id));
-        let discovery_queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.discovery_queue_url));
-        let bootstrap = Arc::new(SecretsManagerToken::new(aws_sdk_secretsmanager::Client::new(sdk), &config.bootstrap_secret_arn));
-        Ok(Self { state: State::new(items), sealer, discovery_queue, bootstrap, http: http_client()?, config })
+        let discovery_queue = Arc::new(SqsQueue::new(
+            aws_sdk_sqs::Client::new(sdk),
+            &config.discovery_queue_url,
+        ));
+        let bootstrap = Arc::new(SecretsManagerToken::new(
+            aws_sdk_secretsmanager::Client::new(sdk),
+            &config.bootstrap_secret_arn,
+        ));
+        Ok(Self {
+            state: State::new(items),
+            sealer,
+            discovery_queue,
+            bootstrap,
+            http: http_client()?,
+            config,
+        })
     }
 }
 

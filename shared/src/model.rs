@@ -266,12 +266,18 @@ mod tests {
         let a = EntityId::derive(&conn, EntityKind::Mailbox, "user-1");
         assert_eq!(a, EntityId::derive(&conn, EntityKind::Mailbox, "user-1"));
         assert_ne!(a, EntityId::derive(&conn, EntityKind::Onedrive, "user-1"));
-        assert_ne!(a, EntityId::derive(&ConnectionId("conn_2".into()), EntityKind::Mailbox, "user-1"));
+        assert_ne!(
+            a,
+            EntityId::derive(&ConnectionId("conn_2".into()), EntityKind::Mailbox, "user-1")
+        );
     }
 
     #[test]
     fn secrets_do_not_show_in_debug() {
-        let s = AdminSecrets { password_hash: "$argon2id$secret".into(), ..Default::default() };
+        let s = AdminSecrets {
+            password_hash: "$argon2id$secret".into(),
+            ..Default::default()
+        };
         assert!(!format!("{s:?}").contains("argon2id"));
     }
 }

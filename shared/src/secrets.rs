@@ -53,10 +53,16 @@ pub struct SealContext {
 
 impl SealContext {
     pub fn new(account: impl std::fmt::Display, purpose: &'static str) -> Self {
-        Self { account: account.to_string(), purpose }
+        Self {
+            account: account.to_string(),
+            purpose,
+        }
     }
     fn pairs(&self) -> HashMap<String, String> {
-        HashMap::from([("account".to_string(), self.account.clone()), ("purpose".to_string(), self.purpose.to_string())])
+        HashMap::from([
+            ("account".to_string(), self.account.clone()),
+            ("purpose".to_string(), self.purpose.to_string()),
+        ])
     }
 }
 
@@ -75,7 +81,10 @@ pub struct KmsSealer {
 
 impl KmsSealer {
     pub fn new(client: aws_sdk_kms::Client, key_id: impl Into<String>) -> Self {
-        Self { client, key_id: key_id.into() }
+        Self {
+            client,
+            key_id: key_id.into(),
+        }
     }
 }
 
@@ -95,7 +104,9 @@ impl Sealer for KmsSealer {
             .send()
             .await
             .map_err(|e| SealError::Kms(aws_sdk_kms::error::DisplayErrorContext(e).to_string()))?;
-        let blob = out.ciphertext_blob().ok_or_else(|| SealError::Kms("no ciphertext returned".into()))?;
+        let blob = out
+            .ciphertext_blob()
+            .ok_or_else(|| SealError::Kms("no ciphertext returned".into()))?;
         Ok(b64().encode(blob.as_ref()))
     }
 
@@ -124,7 +135,12 @@ pub struct TestSealer;
 #[async_trait]
 impl Sealer for TestSealer {
     async fn seal(&self, plaintext: &[u8], context: &SealContext) -> Result<String, SealError> {
-        Ok(format!("test:{}:{}:{}", context.account, context.purpose, b64().encode(plaintext)))
+        Ok(format!(
+            "test:{}:{}:{}",
+            context.account,
+            context.purpose,
+            b64().encode(plaintext)
+        ))
     }
 
     async fn open(&self, sealed: &str, context: &SealContext) -> Result<Vec<u8>, SealError> {
@@ -149,7 +165,11 @@ pub struct SecretsManagerToken {
 
 impl SecretsManagerToken {
     pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: impl Into<String>) -> Self {
-        Self { client, secret_id: secret_id.into(), cached: tokio::sync::OnceCell::new() }
+        Self {
+            client,
+            secret_id: secret_id.into(),
+            cached: tokio::sync::OnceCell::new(),
+        }
     }
 }
 
@@ -165,7 +185,9 @@ impl BootstrapToken for SecretsManagerToken {
                     .send()
                     .await
                     .map_err(|e| SealError::Kms(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()))?;
-                let value = out.secret_string().ok_or_else(|| SealError::Kms("bootstrap secret has no string value".into()))?;
+                let value = out
+                    .secret_string()
+                    .ok_or_else(|| SealError::Kms("bootstrap secret has no string value".into()))?;
                 Ok(Secret::new(value.trim()))
             })
             .await

@@ -13,7 +13,12 @@ pub fn init() {
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     let result = if json {
-        builder.json().flatten_event(true).with_current_span(false).without_time().try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .without_time()
+            .try_init()
     } else {
         builder.try_init()
     };

@@ -10,7 +10,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let ctx = Arc::new(strata::Context::from_env().await?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let ctx = ctx.clone();
-        async move { Ok::<SqsBatchResponse, lambda_runtime::Error>(strata::ops::discovery::handle_batch(&ctx, event.payload).await) }
+        async move {
+            Ok::<SqsBatchResponse, lambda_runtime::Error>(
+                strata::ops::discovery::handle_batch(&ctx, event.payload).await,
+            )
+        }
     }))
     .await
 }

@@ -6,8 +6,8 @@ use super::error::{ApiError, JsonBody};
 use crate::model::{Account, AccountId, Admin, AdminId, AdminSecrets, Role};
 use crate::secrets::{SealContext, Secret, constant_time_eq};
 use crate::state::Session;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
@@ -44,18 +44,36 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, ctx: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         let Some(token) = header.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()) else {
-            return Err(ApiError::unauthorized("unauthenticated", "sign in first: send Authorization: Bearer <session token>"));
+            return Err(ApiError::unauthorized(
+                "unauthenticated",
+                "sign in first: send Authorization: Bearer <session token>",
+            ));
         };
         let hash = token_hash(token);
         let Some(session) = ctx.state.session(&hash, Utc::now()).await? else {
-            return Err(ApiError::unauthorized("session_expired", "the session has expired or was ended; sign in again"));
+            return Err(ApiError::unauthorized(
+                "session_expired",
+                "the session has expired or was ended; sign in again",
+            ));
         };
         let Some((admin, _, _)) = ctx.state.admin(&session.account_id, &session.admin_id).await? else {
-            return Err(ApiError::unauthorized("session_expired", "the admin of this session no longer exists"));
+            return Err(ApiError::unauthorized(
+                "session_expired",
+                "the admin of this session no longer exists",
+            ));
         };
-        Ok(Self { account_id: session.account_id, admin_id: admin.id, role: admin.role, token_hash: hash })
+        Ok(Self {
+            account_id: session.account_id,
+            admin_id: admin.id,
+            role: admin.role,
+            token_hash: hash,
+        })
     }
 }
 
@@ -64,7 +82,9 @@ impl FromRequestParts<AppState> for Principal {
 async fn hash_password(password: Secret) -> Result<String, ApiError> {
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        Argon2::default().hash_password(password.expose().as_bytes(), &salt).map(|h| h.to_string())
+        Argon2::default()
+            .hash_password(password.expose().as_bytes(), &salt)
+            .map(|h| h.to_string())
     })
     .await
     .map_err(|e| ApiError::internal("password hashing task", &e))?
@@ -74,7 +94,9 @@ async fn hash_password(password: Secret) -> Result<String, ApiError> {
 /// Verifies a password against a PHC string off the async executor (argon2 is slow on purpose).
 async fn verify_password(password: Secret, phc: String) -> Result<bool, ApiError> {
     tokio::task::spawn_blocking(move || match PasswordHash::new(&phc) {
-        Ok(parsed) => Argon2::default().verify_password(password.expose().as_bytes(), &parsed).is_ok(),
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.expose().as_bytes(), &parsed)
+            .is_ok(),
         Err(_) => false,
     })
     .await
@@ -82,11 +104,15 @@ async fn verify_password(password: Secret, phc: String) -> Result<bool, ApiError
 }
 
 /// A hash to verify against when the e-mail is unknown, so the answer takes as long.
-const DUMMY_PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$ljZ+4p3X0JZ2n3y3u0m2dS8bXx1m0qK4qv2y9d0bC6A";
+const DUMMY_PHC: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$ljZ+4p3X0JZ2n3y3u0m2dS8bXx1m0qK4qv2y9d0bC6A";
 
 fn check_password_rules(password: &Secret) -> Result<(), ApiError> {
     if password.expose().chars().count() < MIN_PASSWORD_CHARS {
-        return Err(ApiError::bad_request("weak_password", format!("the password needs at least {MIN_PASSWORD_CHARS} characters")));
+        return Err(ApiError::bad_request(
+            "weak_password",
+            format!("the password needs at least {MIN_PASSWORD_CHARS} characters"),
+        ));
     }
     Ok(())
 }
@@ -94,7 +120,9 @@ fn check_password_rules(password: &Secret) -> Result<(), ApiError> {
 fn normalize_email(email: &str) -> Result<String, ApiError> {
     let email = email.trim().to_lowercase();
     let valid = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.'))
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+        })
         && !email.chars().any(|c| c.is_whitespace() || c.is_control());
     if !valid {
         return Err(ApiError::bad_request("invalid_email", "that is not an e-mail address"));
@@ -125,41 +153,73 @@ pub struct SignupResponse {
 /// Creates an account and its owner.
 #[utoipa::path(post, path = "/v1/signup", request_body = SignupRequest, tag = "auth",
     responses((status = 201, body = SignupResponse), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
-pub async fn signup(State(ctx): State<AppState>, JsonBody(req): JsonBody<SignupRequest>) -> Result<(StatusCode, Json<SignupResponse>), ApiError> {
+pub async fn signup(
+    State(ctx): State<AppState>,
+    JsonBody(req): JsonBody<SignupRequest>,
+) -> Result<(StatusCode, Json<SignupResponse>), ApiError> {
     let account_name = req.account_name.trim().to_string();
     if account_name.is_empty() || account_name.chars().count() > 200 {
-        return Err(ApiError::bad_request("invalid_account_name", "the account name must have 1 to 200 characters"));
+        return Err(ApiError::bad_request(
+            "invalid_account_name",
+            "the account name must have 1 to 200 characters",
+        ));
     }
     let email = normalize_email(&req.email)?;
     check_password_rules(&req.password)?;
-    let account = Account { id: AccountId::random(), name: account_name, auto_activate: false, created_at: Utc::now() };
+    let account = Account {
+        id: AccountId::random(),
+        name: account_name,
+        auto_activate: false,
+        created_at: Utc::now(),
+    };
     let bootstrap = !ctx.config.open_signup;
     if bootstrap {
-        let expected = ctx.bootstrap.token().await.map_err(|e| ApiError::unavailable("bootstrap secret", &e))?;
+        let expected = ctx
+            .bootstrap
+            .token()
+            .await
+            .map_err(|e| ApiError::unavailable("bootstrap secret", &e))?;
         let given = req.bootstrap_token.as_ref().map(Secret::expose).unwrap_or_default();
         if !constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "signup_closed", "sign-up is closed: the first account needs the deployment's bootstrap token"));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "signup_closed",
+                "sign-up is closed: the first account needs the deployment's bootstrap token",
+            ));
         }
         if !ctx.state.claim_bootstrap(&account.id).await? {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "signup_closed", "the bootstrap token was already used; ask an owner to invite you"));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "signup_closed",
+                "the bootstrap token was already used; ask an owner to invite you",
+            ));
         }
     }
     let admin = Admin {
         id: AdminId::random(),
         account_id: account.id.clone(),
-        display_name: req.display_name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).unwrap_or_else(|| email.clone()),
+        display_name: req
+            .display_name
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| email.clone()),
         email,
         role: Role::Owner,
         totp_enabled: false,
         created_at: Utc::now(),
     };
-    let secrets = AdminSecrets { password_hash: hash_password(req.password).await?, ..Default::default() };
+    let secrets = AdminSecrets {
+        password_hash: hash_password(req.password).await?,
+        ..Default::default()
+    };
     if let Err(e) = ctx.state.create_account(&account, &admin, &secrets).await {
         if bootstrap {
             ctx.state.release_bootstrap().await?;
         }
         return Err(match e {
-            crate::state::StateError::EmailTaken => ApiError::conflict("email_taken", "an admin with this e-mail address already exists"),
+            crate::state::StateError::EmailTaken => {
+                ApiError::conflict("email_taken", "an admin with this e-mail address already exists")
+            }
             other => other.into(),
         });
     }
@@ -193,7 +253,10 @@ fn invalid_credentials() -> ApiError {
 /// Signs in with e-mail, password and (when enabled) a TOTP code.
 #[utoipa::path(post, path = "/v1/sessions", request_body = SignInRequest, tag = "auth",
     responses((status = 201, body = SessionResponse), (status = 401, body = super::error::ErrorBody, description = "invalid_credentials, totp_required or invalid_totp"), (status = 429, body = super::error::ErrorBody, description = "signin_locked")))]
-pub async fn sign_in(State(ctx): State<AppState>, JsonBody(req): JsonBody<SignInRequest>) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
+pub async fn sign_in(
+    State(ctx): State<AppState>,
+    JsonBody(req): JsonBody<SignInRequest>,
+) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
     let email = req.email.trim().to_lowercase();
     let Some((mut admin, mut secrets, version)) = ctx.state.admin_by_email(&email).await? else {
         verify_password(req.password, DUMMY_PHC.to_string()).await?;
@@ -202,7 +265,11 @@ pub async fn sign_in(State(ctx): State<AppState>, JsonBody(req): JsonBody<SignIn
     let now = Utc::now();
     if let Some(until) = secrets.locked_until.filter(|u| *u > now) {
         let secs = u64::try_from((until - now).num_seconds()).unwrap_or(1).max(1);
-        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "signin_locked", format!("too many failed sign-ins; try again in {} minutes", secs.div_ceil(60)));
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "signin_locked",
+            format!("too many failed sign-ins; try again in {} minutes", secs.div_ceil(60)),
+        );
         e.retry_after_secs = Some(secs);
         return Err(e);
     }
@@ -212,16 +279,28 @@ pub async fn sign_in(State(ctx): State<AppState>, JsonBody(req): JsonBody<SignIn
     } else if admin.totp_enabled {
         match req.totp_code.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
             // The password was right: asking for the code is not a failure.
-            None => return Err(ApiError::unauthorized("totp_required", "two-factor authentication is on: send totp_code")),
+            None => {
+                return Err(ApiError::unauthorized(
+                    "totp_required",
+                    "two-factor authentication is on: send totp_code",
+                ));
+            }
             Some(code) => {
                 let sealed = secrets.totp_sealed.clone().unwrap_or_default();
-                let seed = ctx.sealer.open(&sealed, &totp_context(&admin.account_id)).await.map_err(|e| ApiError::unavailable("totp seed", &e))?;
+                let seed = ctx
+                    .sealer
+                    .open(&sealed, &totp_context(&admin.account_id))
+                    .await
+                    .map_err(|e| ApiError::unavailable("totp seed", &e))?;
                 match check_totp(&seed, &admin.email, code, now, secrets.totp_last_step) {
                     Some(step) => {
                         secrets.totp_last_step = Some(step);
                         None
                     }
-                    None => Some(ApiError::unauthorized("invalid_totp", "the two-factor code is wrong or was already used")),
+                    None => Some(ApiError::unauthorized(
+                        "invalid_totp",
+                        "the two-factor code is wrong or was already used",
+                    )),
                 }
             }
         }
@@ -231,7 +310,8 @@ pub async fn sign_in(State(ctx): State<AppState>, JsonBody(req): JsonBody<SignIn
     if let Some(error) = failure {
         secrets.failed_signins += 1;
         if secrets.failed_signins >= ctx.config.signin_max_failures {
-            secrets.locked_until = Some(now + Duration::from_std(ctx.config.signin_lock).unwrap_or(Duration::minutes(15)));
+            secrets.locked_until =
+                Some(now + Duration::from_std(ctx.config.signin_lock).unwrap_or(Duration::minutes(15)));
             secrets.failed_signins = 0;
             info!(admin = %admin.id, "sign-in locked after repeated failures");
         }
@@ -241,16 +321,31 @@ pub async fn sign_in(State(ctx): State<AppState>, JsonBody(req): JsonBody<SignIn
     }
     secrets.failed_signins = 0;
     secrets.locked_until = None;
-    ctx.state.save_admin(&admin, &secrets, version).await.map_err(|_| ApiError::conflict("retry", "a concurrent sign-in changed this admin; try again"))?;
+    ctx.state
+        .save_admin(&admin, &secrets, version)
+        .await
+        .map_err(|_| ApiError::conflict("retry", "a concurrent sign-in changed this admin; try again"))?;
     let mut raw = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
     let expires_at = now + Duration::from_std(ctx.config.session_ttl).unwrap_or(Duration::hours(12));
-    let session = Session { account_id: admin.account_id.clone(), admin_id: admin.id.clone(), created_at: now, expires_at };
+    let session = Session {
+        account_id: admin.account_id.clone(),
+        admin_id: admin.id.clone(),
+        created_at: now,
+        expires_at,
+    };
     ctx.state.put_session(&token_hash(&token), &session).await?;
     admin.totp_enabled = admin.totp_enabled && secrets.totp_sealed.is_some();
     info!(admin = %admin.id, "signed in");
-    Ok((StatusCode::CREATED, Json(SessionResponse { token, expires_at, admin })))
+    Ok((
+        StatusCode::CREATED,
+        Json(SessionResponse {
+            token,
+            expires_at,
+            admin,
+        }),
+    ))
 }
 
 /// Ends the current session.
@@ -263,7 +358,11 @@ pub async fn sign_out(State(ctx): State<AppState>, principal: Principal) -> Resu
 /// The signed-in admin.
 #[utoipa::path(get, path = "/v1/me", tag = "auth", responses((status = 200, body = Admin)), security(("session" = [])))]
 pub async fn me(State(ctx): State<AppState>, principal: Principal) -> Result<Json<Admin>, ApiError> {
-    let (admin, _, _) = ctx.state.admin(&principal.account_id, &principal.admin_id).await?.ok_or_else(|| ApiError::not_found("admin"))?;
+    let (admin, _, _) = ctx
+        .state
+        .admin(&principal.account_id, &principal.admin_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("admin"))?;
     Ok(Json(admin))
 }
 
@@ -274,7 +373,16 @@ fn totp_context(account: &AccountId) -> SealContext {
 }
 
 fn totp(seed: &[u8], email: &str) -> Option<totp_rs::TOTP> {
-    totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, TOTP_DIGITS, 1, TOTP_STEP_SECS, seed.to_vec(), Some(TOTP_ISSUER.into()), email.to_string()).ok()
+    totp_rs::TOTP::new(
+        totp_rs::Algorithm::SHA1,
+        TOTP_DIGITS,
+        1,
+        TOTP_STEP_SECS,
+        seed.to_vec(),
+        Some(TOTP_ISSUER.into()),
+        email.to_string(),
+    )
+    .ok()
 }
 
 /// The time step a code belongs to (now, or one step either side), if it is
@@ -283,9 +391,12 @@ fn check_totp(seed: &[u8], email: &str, code: &str, now: DateTime<Utc>, last_ste
     let totp = totp(seed, email)?;
     let now = u64::try_from(now.timestamp()).ok()?;
     let current = now / TOTP_STEP_SECS;
-    [current.saturating_sub(1), current, current + 1].into_iter().find(|step| {
-        last_step.is_none_or(|last| *step > last) && constant_time_eq(totp.generate(step * TOTP_STEP_SECS).as_bytes(), code.as_bytes())
-    })
+    [current.saturating_sub(1), current, current + 1]
+        .into_iter()
+        .find(|step| {
+            last_step.is_none_or(|last| *step > last)
+                && constant_time_eq(totp.generate(step * TOTP_STEP_SECS).as_bytes(), code.as_bytes())
+        })
 }
 
 #[derive(Serialize, ToSchema)]
@@ -297,17 +408,38 @@ pub struct TotpSetupResponse {
 
 /// Starts two-factor set-up: a new seed, not active until confirmed with a code.
 #[utoipa::path(post, path = "/v1/me/totp", tag = "auth", responses((status = 200, body = TotpSetupResponse), (status = 409, body = super::error::ErrorBody)), security(("session" = [])))]
-pub async fn totp_setup(State(ctx): State<AppState>, principal: Principal) -> Result<Json<TotpSetupResponse>, ApiError> {
-    let (admin, mut secrets, version) = ctx.state.admin(&principal.account_id, &principal.admin_id).await?.ok_or_else(|| ApiError::not_found("admin"))?;
+pub async fn totp_setup(
+    State(ctx): State<AppState>,
+    principal: Principal,
+) -> Result<Json<TotpSetupResponse>, ApiError> {
+    let (admin, mut secrets, version) = ctx
+        .state
+        .admin(&principal.account_id, &principal.admin_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("admin"))?;
     if admin.totp_enabled {
-        return Err(ApiError::conflict("totp_enabled", "two-factor authentication is already on"));
+        return Err(ApiError::conflict(
+            "totp_enabled",
+            "two-factor authentication is already on",
+        ));
     }
     let mut seed = [0u8; 20];
     rand::rngs::OsRng.fill_bytes(&mut seed);
     let totp = totp(&seed, &admin.email).ok_or_else(|| ApiError::internal("totp", &"cannot build TOTP"))?;
-    secrets.totp_pending_sealed = Some(ctx.sealer.seal(&seed, &totp_context(&admin.account_id)).await.map_err(|e| ApiError::unavailable("seal totp seed", &e))?);
-    ctx.state.save_admin(&admin, &secrets, version).await.map_err(|_| ApiError::conflict("retry", "the admin changed meanwhile; try again"))?;
-    Ok(Json(TotpSetupResponse { otpauth_uri: totp.get_url(), secret_base32: totp.get_secret_base32() }))
+    secrets.totp_pending_sealed = Some(
+        ctx.sealer
+            .seal(&seed, &totp_context(&admin.account_id))
+            .await
+            .map_err(|e| ApiError::unavailable("seal totp seed", &e))?,
+    );
+    ctx.state
+        .save_admin(&admin, &secrets, version)
+        .await
+        .map_err(|_| ApiError::conflict("retry", "the admin changed meanwhile; try again"))?;
+    Ok(Json(TotpSetupResponse {
+        otpauth_uri: totp.get_url(),
+        secret_base32: totp.get_secret_base32(),
+    }))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -317,20 +449,41 @@ pub struct TotpConfirmRequest {
 
 /// Turns two-factor authentication on with a code from the new seed.
 #[utoipa::path(post, path = "/v1/me/totp/confirm", request_body = TotpConfirmRequest, tag = "auth", responses((status = 200, body = Admin), (status = 400, body = super::error::ErrorBody)), security(("session" = [])))]
-pub async fn totp_confirm(State(ctx): State<AppState>, principal: Principal, JsonBody(req): JsonBody<TotpConfirmRequest>) -> Result<Json<Admin>, ApiError> {
-    let (mut admin, mut secrets, version) = ctx.state.admin(&principal.account_id, &principal.admin_id).await?.ok_or_else(|| ApiError::not_found("admin"))?;
+pub async fn totp_confirm(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    JsonBody(req): JsonBody<TotpConfirmRequest>,
+) -> Result<Json<Admin>, ApiError> {
+    let (mut admin, mut secrets, version) = ctx
+        .state
+        .admin(&principal.account_id, &principal.admin_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("admin"))?;
     let Some(pending) = secrets.totp_pending_sealed.clone() else {
-        return Err(ApiError::bad_request("no_totp_setup", "start the set-up first (POST /v1/me/totp)"));
+        return Err(ApiError::bad_request(
+            "no_totp_setup",
+            "start the set-up first (POST /v1/me/totp)",
+        ));
     };
-    let seed = ctx.sealer.open(&pending, &totp_context(&admin.account_id)).await.map_err(|e| ApiError::unavailable("totp seed", &e))?;
+    let seed = ctx
+        .sealer
+        .open(&pending, &totp_context(&admin.account_id))
+        .await
+        .map_err(|e| ApiError::unavailable("totp seed", &e))?;
     let Some(step) = check_totp(&seed, &admin.email, req.code.trim(), Utc::now(), None) else {
-        return Err(ApiError::bad_request("invalid_totp", "the code does not match; check the authenticator app's clock"));
+        return Err(ApiError::bad_request(
+            "invalid_totp",
+            "the code does not match; check the authenticator app's clock",
+        ));
     };
     secrets.totp_sealed = Some(pending);
     secrets.totp_pending_sealed = None;
     secrets.totp_last_step = Some(step);
     admin.totp_enabled = true;
-    ctx.state.save_admin(&admin, &secrets, version).await.map_err(|_| ApiError::conflict("retry", "the admin changed meanwhile; try again"))?;
+    ctx.state
+        .save_admin(&admin, &secrets, version)
+        .await
+        .map_err(|_| ApiError::conflict("retry", "the admin changed meanwhile; try again"))?;
     info!(admin = %admin.id, "two-factor authentication on");
     Ok(Json(admin))
 }
@@ -340,7 +493,11 @@ pub async fn totp_confirm(State(ctx): State<AppState>, principal: Principal, Jso
 /// The signed-in admin's account.
 #[utoipa::path(get, path = "/v1/account", tag = "account", responses((status = 200, body = Account)), security(("session" = [])))]
 pub async fn account(State(ctx): State<AppState>, principal: Principal) -> Result<Json<Account>, ApiError> {
-    let account = ctx.state.account(&principal.account_id).await?.ok_or_else(|| ApiError::not_found("account"))?;
+    let account = ctx
+        .state
+        .account(&principal.account_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("account"))?;
     Ok(Json(account))
 }
 
@@ -353,10 +510,17 @@ pub struct AccountUpdate {
 
 /// Changes the account's settings.
 #[utoipa::path(patch, path = "/v1/account", request_body = AccountUpdate, tag = "account", responses((status = 200, body = Account)), security(("session" = [])))]
-pub async fn update_account(State(ctx): State<AppState>, principal: Principal, JsonBody(req): JsonBody<AccountUpdate>) -> Result<Json<Account>, ApiError> {
+pub async fn update_account(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    JsonBody(req): JsonBody<AccountUpdate>,
+) -> Result<Json<Account>, ApiError> {
     let name = req.name.map(|n| n.trim().to_string());
     if name.as_ref().is_some_and(|n| n.is_empty() || n.chars().count() > 200) {
-        return Err(ApiError::bad_request("invalid_account_name", "the account name must have 1 to 200 characters"));
+        return Err(ApiError::bad_request(
+            "invalid_account_name",
+            "the account name must have 1 to 200 characters",
+        ));
     }
     let account = ctx
         .state
@@ -383,7 +547,10 @@ mod tests {
         let t = totp(&seed, "a@b.test").expect("totp");
         let code = t.generate(u64::try_from(now.timestamp()).expect("time"));
         let step = check_totp(&seed, "a@b.test", &code, now, None).expect("valid code");
-        assert!(check_totp(&seed, "a@b.test", &code, now, Some(step)).is_none(), "a code cannot be replayed");
+        assert!(
+            check_totp(&seed, "a@b.test", &code, now, Some(step)).is_none(),
+            "a code cannot be replayed"
+        );
         assert!(check_totp(&seed, "a@b.test", "000000", now, None).is_none() || code == "000000");
         assert!(t.get_url().starts_with("otpauth://totp/Strata:"));
     }
@@ -397,7 +564,14 @@ mod tests {
 
     #[tokio::test]
     async fn dummy_hash_parses() {
-        assert!(PasswordHash::new(DUMMY_PHC).is_ok(), "the timing dummy must be a real argon2id hash");
-        assert!(!verify_password(Secret::new("x"), DUMMY_PHC.into()).await.expect("verify"));
+        assert!(
+            PasswordHash::new(DUMMY_PHC).is_ok(),
+            "the timing dummy must be a real argon2id hash"
+        );
+        assert!(
+            !verify_password(Secret::new("x"), DUMMY_PHC.into())
+                .await
+                .expect("verify")
+        );
     }
 }

@@ -86,7 +86,12 @@ fn endpoint(given: Option<String>, default: &str, field: &'static str, allow_htt
         "http" if allow_http => {}
         _ => return Err(invalid("must be an https:// URL")),
     }
-    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() || url.host_str().is_none() {
+    if !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || url.host_str().is_none()
+    {
         return Err(invalid("must be a plain base URL (no credentials, query or fragment)"));
     }
     Ok(given.trim_end_matches('/').to_string())
@@ -94,33 +99,50 @@ fn endpoint(given: Option<String>, default: &str, field: &'static str, allow_htt
 
 fn valid_id(value: &str, field: &'static str) -> Result<String, ApiError> {
     let value = value.trim();
-    let ok = !value.is_empty() && value.len() <= 255 && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    let ok = !value.is_empty()
+        && value.len() <= 255
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
     if !ok {
-        return Err(ApiError::bad_request("invalid_field", format!("{field} must be a GUID or domain name")));
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("{field} must be a GUID or domain name"),
+        ));
     }
     Ok(value.to_string())
 }
 
 fn source_refusal(e: SourceError) -> ApiError {
     match e {
-        SourceError::Auth { code, description } => {
-            ApiError::bad_request("invalid_credentials", format!("Microsoft Entra ID refused the credentials ({code}): {description}"))
-        }
+        SourceError::Auth { code, description } => ApiError::bad_request(
+            "invalid_credentials",
+            format!("Microsoft Entra ID refused the credentials ({code}): {description}"),
+        ),
         SourceError::Forbidden { .. } => ApiError::bad_request(
             "missing_permission",
             "the credentials work, but the app registration cannot read the directory: grant the application permissions User.Read.All, Sites.Read.All, Files.Read.All and Mail.Read with admin consent",
         ),
-        SourceError::NotFound { code, message } | SourceError::Api { code, message, .. } => {
-            ApiError::bad_request("invalid_credentials", format!("the tenant refused the check ({code}): {message}"))
-        }
-        other => ApiError::new(StatusCode::BAD_GATEWAY, "source_unreachable", format!("could not reach the tenant to check the credentials: {other}")),
+        SourceError::NotFound { code, message } | SourceError::Api { code, message, .. } => ApiError::bad_request(
+            "invalid_credentials",
+            format!("the tenant refused the check ({code}): {message}"),
+        ),
+        other => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "source_unreachable",
+            format!("could not reach the tenant to check the credentials: {other}"),
+        ),
     }
 }
 
 /// Enqueues a discovery of a connection and marks it queued.
 async fn enqueue_discovery(ctx: &AppState, connection: &Connection) -> Result<Connection, ApiError> {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let message = DiscoveryMessage::Connection { account_id: connection.account_id.clone(), connection_id: connection.id.clone(), request_id: request_id.clone() };
+    let message = DiscoveryMessage::Connection {
+        account_id: connection.account_id.clone(),
+        connection_id: connection.id.clone(),
+        request_id: request_id.clone(),
+    };
     let queued_at = Utc::now();
     let updated = ctx
         .state
@@ -131,7 +153,10 @@ async fn enqueue_discovery(ctx: &AppState, connection: &Connection) -> Result<Co
             true
         })
         .await?;
-    ctx.discovery_queue.send(&serde_json::to_value(&message).unwrap_or_default()).await.map_err(|e| ApiError::unavailable("discovery queue", &e))?;
+    ctx.discovery_queue
+        .send(&serde_json::to_value(&message).unwrap_or_default())
+        .await
+        .map_err(|e| ApiError::unavailable("discovery queue", &e))?;
     Ok(updated)
 }
 
@@ -139,7 +164,11 @@ async fn enqueue_discovery(ctx: &AppState, connection: &Connection) -> Result<Co
 #[utoipa::path(post, path = "/v1/connections", request_body = CreateConnection, tag = "connections",
     responses((status = 201, body = ConnectionView), (status = 400, body = super::error::ErrorBody, description = "invalid_credentials, missing_permission, invalid_endpoint"), (status = 409, body = super::error::ErrorBody), (status = 502, body = super::error::ErrorBody)),
     security(("session" = [])))]
-pub async fn create(State(ctx): State<AppState>, principal: Principal, JsonBody(req): JsonBody<CreateConnection>) -> Result<(StatusCode, Json<ConnectionView>), ApiError> {
+pub async fn create(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    JsonBody(req): JsonBody<CreateConnection>,
+) -> Result<(StatusCode, Json<ConnectionView>), ApiError> {
     let allow_http = ctx.config.allow_insecure_endpoints;
     let tenant_id = valid_id(&req.tenant_id, "tenant_id")?;
     let client_id = valid_id(&req.client_id, "client_id")?;
@@ -149,22 +178,41 @@ pub async fn create(State(ctx): State<AppState>, principal: Principal, JsonBody(
     let login_url = endpoint(req.login_url, DEFAULT_LOGIN_URL, "login_url", allow_http)?;
     let graph_url = endpoint(req.graph_url, DEFAULT_GRAPH_URL, "graph_url", allow_http)?;
     let existing = ctx.state.connections(&principal.account_id).await?;
-    if existing.iter().any(|c| c.tenant_id.eq_ignore_ascii_case(&tenant_id) && c.client_id.eq_ignore_ascii_case(&client_id)) {
-        return Err(ApiError::conflict("connection_exists", "this tenant is already connected with this app"));
+    if existing
+        .iter()
+        .any(|c| c.tenant_id.eq_ignore_ascii_case(&tenant_id) && c.client_id.eq_ignore_ascii_case(&client_id))
+    {
+        return Err(ApiError::conflict(
+            "connection_exists",
+            "this tenant is already connected with this app",
+        ));
     }
-    let creds = GraphCredentials { tenant_id: tenant_id.clone(), client_id: client_id.clone(), client_secret: req.client_secret.clone(), login_url: login_url.clone(), graph_url: graph_url.clone() };
+    let creds = GraphCredentials {
+        tenant_id: tenant_id.clone(),
+        client_id: client_id.clone(),
+        client_secret: req.client_secret.clone(),
+        login_url: login_url.clone(),
+        graph_url: graph_url.clone(),
+    };
     let client = GraphClient::new(ctx.http.clone(), creds, RetryPolicy::interactive());
     client.verify().await.map_err(source_refusal)?;
     let sealed = ctx
         .sealer
-        .seal(req.client_secret.expose().as_bytes(), &secret_context(&principal.account_id))
+        .seal(
+            req.client_secret.expose().as_bytes(),
+            &secret_context(&principal.account_id),
+        )
         .await
         .map_err(|e| ApiError::unavailable("seal client secret", &e))?;
     let connection = Connection {
         id: ConnectionId::random(),
         account_id: principal.account_id.clone(),
         service: req.service,
-        display_name: req.display_name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).unwrap_or_else(|| format!("Microsoft 365 ({tenant_id})")),
+        display_name: req
+            .display_name
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("Microsoft 365 ({tenant_id})")),
         tenant_id,
         client_id,
         client_secret_sealed: sealed,
@@ -187,24 +235,42 @@ pub async fn list(State(ctx): State<AppState>, principal: Principal) -> Result<J
 }
 
 async fn load(ctx: &AppState, principal: &Principal, id: String) -> Result<Connection, ApiError> {
-    ctx.state.connection(&principal.account_id, &ConnectionId(id)).await?.ok_or_else(|| ApiError::not_found("connection"))
+    ctx.state
+        .connection(&principal.account_id, &ConnectionId(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("connection"))
 }
 
 /// One connection.
 #[utoipa::path(get, path = "/v1/connections/{id}", tag = "connections", params(("id" = String, Path)), responses((status = 200, body = ConnectionView), (status = 404, body = super::error::ErrorBody)), security(("session" = [])))]
-pub async fn get_one(State(ctx): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<ConnectionView>, ApiError> {
+pub async fn get_one(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<ConnectionView>, ApiError> {
     Ok(Json(load(&ctx, &principal, id).await?.into()))
 }
 
 /// Deletes a connection and its sealed secret. Its entities and their backed-up
 /// data stay; active ones are paused, since they can no longer be reached.
 #[utoipa::path(delete, path = "/v1/connections/{id}", tag = "connections", params(("id" = String, Path)), responses((status = 204), (status = 404, body = super::error::ErrorBody)), security(("session" = [])))]
-pub async fn remove(State(ctx): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn remove(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let connection = load(&ctx, &principal, id).await?;
-    let filter = EntityFilter { connection_id: Some(connection.id.clone()), status: Some(EntityStatus::Active), kind: None };
+    let filter = EntityFilter {
+        connection_id: Some(connection.id.clone()),
+        status: Some(EntityStatus::Active),
+        kind: None,
+    };
     let mut cursor = None;
     loop {
-        let page = ctx.state.entities(&principal.account_id, &filter, 500, cursor.as_deref()).await?;
+        let page = ctx
+            .state
+            .entities(&principal.account_id, &filter, 500, cursor.as_deref())
+            .await?;
         for entity in page.items {
             ctx.state
                 .update_entity(&principal.account_id, &entity.id, |e| {
@@ -221,14 +287,20 @@ pub async fn remove(State(ctx): State<AppState>, principal: Principal, Path(id):
             None => break,
         }
     }
-    ctx.state.delete_connection(&principal.account_id, &connection.id).await?;
+    ctx.state
+        .delete_connection(&principal.account_id, &connection.id)
+        .await?;
     info!(account = %principal.account_id, connection = %connection.id, "connection deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Starts a discovery now.
 #[utoipa::path(post, path = "/v1/connections/{id}/discover", tag = "connections", params(("id" = String, Path)), responses((status = 202, body = DiscoveryStatus), (status = 404, body = super::error::ErrorBody)), security(("session" = [])))]
-pub async fn discover(State(ctx): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<(StatusCode, Json<DiscoveryStatus>), ApiError> {
+pub async fn discover(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<DiscoveryStatus>), ApiError> {
     let connection = load(&ctx, &principal, id).await?;
     let connection = enqueue_discovery(&ctx, &connection).await?;
     Ok((StatusCode::ACCEPTED, Json(connection.discovery)))
@@ -236,6 +308,10 @@ pub async fn discover(State(ctx): State<AppState>, principal: Principal, Path(id
 
 /// Progress and result of the connection's latest discovery.
 #[utoipa::path(get, path = "/v1/connections/{id}/discovery", tag = "connections", params(("id" = String, Path)), responses((status = 200, body = DiscoveryStatus), (status = 404, body = super::error::ErrorBody)), security(("session" = [])))]
-pub async fn discovery(State(ctx): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<DiscoveryStatus>, ApiError> {
+pub async fn discovery(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<DiscoveryStatus>, ApiError> {
     Ok(Json(load(&ctx, &principal, id).await?.discovery))
 }

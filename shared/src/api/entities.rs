@@ -31,16 +31,43 @@ pub struct EntityList {
 
 /// The account's entities.
 #[utoipa::path(get, path = "/v1/entities", tag = "entities", params(ListQuery), responses((status = 200, body = EntityList)), security(("session" = [])))]
-pub async fn list(State(ctx): State<AppState>, principal: Principal, QueryParams(q): QueryParams<ListQuery>) -> Result<Json<EntityList>, ApiError> {
-    let filter = EntityFilter { kind: q.kind, status: q.status, connection_id: q.connection_id.map(ConnectionId) };
-    let page = ctx.state.entities(&principal.account_id, &filter, q.limit.unwrap_or(100), q.cursor.as_deref()).await?;
-    Ok(Json(EntityList { items: page.items, next_cursor: page.next }))
+pub async fn list(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> Result<Json<EntityList>, ApiError> {
+    let filter = EntityFilter {
+        kind: q.kind,
+        status: q.status,
+        connection_id: q.connection_id.map(ConnectionId),
+    };
+    let page = ctx
+        .state
+        .entities(
+            &principal.account_id,
+            &filter,
+            q.limit.unwrap_or(100),
+            q.cursor.as_deref(),
+        )
+        .await?;
+    Ok(Json(EntityList {
+        items: page.items,
+        next_cursor: page.next,
+    }))
 }
 
 /// One entity.
 #[utoipa::path(get, path = "/v1/entities/{id}", tag = "entities", params(("id" = String, Path)), responses((status = 200, body = Entity), (status = 404, body = super::error::ErrorBody)), security(("session" = [])))]
-pub async fn get_one(State(ctx): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<Entity>, ApiError> {
-    let entity = ctx.state.entity(&principal.account_id, &EntityId(id)).await?.ok_or_else(|| ApiError::not_found("entity"))?;
+pub async fn get_one(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Entity>, ApiError> {
+    let entity = ctx
+        .state
+        .entity(&principal.account_id, &EntityId(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("entity"))?;
     Ok(Json(entity))
 }
 
@@ -67,10 +94,20 @@ impl Transition {
     }
 }
 
-async fn transition(ctx: &AppState, principal: &Principal, id: String, t: Transition) -> Result<Json<Entity>, ApiError> {
+async fn transition(
+    ctx: &AppState,
+    principal: &Principal,
+    id: String,
+    t: Transition,
+) -> Result<Json<Entity>, ApiError> {
     let id = EntityId(id);
-    let current = ctx.state.entity(&principal.account_id, &id).await?.ok_or_else(|| ApiError::not_found("entity"))?;
-    t.apply(current.status).map_err(|why| ApiError::conflict("invalid_transition", why))?;
+    let current = ctx
+        .state
+        .entity(&principal.account_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("entity"))?;
+    t.apply(current.status)
+        .map_err(|why| ApiError::conflict("invalid_transition", why))?;
     let now = Utc::now();
     let mut refused = None;
     let entity = ctx
@@ -97,19 +134,31 @@ async fn transition(ctx: &AppState, principal: &Principal, id: String, t: Transi
 
 /// Starts protecting an entity.
 #[utoipa::path(post, path = "/v1/entities/{id}/activate", tag = "entities", params(("id" = String, Path)), responses((status = 200, body = Entity), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)), security(("session" = [])))]
-pub async fn activate(State(ctx): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<Entity>, ApiError> {
+pub async fn activate(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Entity>, ApiError> {
     transition(&ctx, &principal, id, Transition::Activate).await
 }
 
 /// Pauses (archives) an entity: backups stop, its data stays restorable.
 #[utoipa::path(post, path = "/v1/entities/{id}/pause", tag = "entities", params(("id" = String, Path)), responses((status = 200, body = Entity), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)), security(("session" = [])))]
-pub async fn pause(State(ctx): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<Entity>, ApiError> {
+pub async fn pause(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Entity>, ApiError> {
     transition(&ctx, &principal, id, Transition::Pause).await
 }
 
 /// Resumes backups of a paused entity.
 #[utoipa::path(post, path = "/v1/entities/{id}/resume", tag = "entities", params(("id" = String, Path)), responses((status = 200, body = Entity), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)), security(("session" = [])))]
-pub async fn resume(State(ctx): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<Entity>, ApiError> {
+pub async fn resume(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Entity>, ApiError> {
     transition(&ctx, &principal, id, Transition::Resume).await
 }
 
@@ -126,19 +175,30 @@ pub struct ActivateAllResult {
 
 /// Activates every discovered entity (optionally of one kind or connection).
 #[utoipa::path(post, path = "/v1/entities/activate-all", tag = "entities", request_body = ActivateAll, responses((status = 200, body = ActivateAllResult)), security(("session" = [])))]
-pub async fn activate_all(State(ctx): State<AppState>, principal: Principal, body: axum::body::Bytes) -> Result<Json<ActivateAllResult>, ApiError> {
+pub async fn activate_all(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    body: axum::body::Bytes,
+) -> Result<Json<ActivateAllResult>, ApiError> {
     // The body is optional: no body activates everything discovered.
     let req: ActivateAll = if body.iter().all(u8::is_ascii_whitespace) {
         ActivateAll::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
     };
-    let filter = EntityFilter { kind: req.kind, status: Some(EntityStatus::Discovered), connection_id: req.connection_id.map(ConnectionId) };
+    let filter = EntityFilter {
+        kind: req.kind,
+        status: Some(EntityStatus::Discovered),
+        connection_id: req.connection_id.map(ConnectionId),
+    };
     let now = Utc::now();
     let mut activated = 0u64;
     let mut cursor = None;
     loop {
-        let page = ctx.state.entities(&principal.account_id, &filter, 500, cursor.as_deref()).await?;
+        let page = ctx
+            .state
+            .entities(&principal.account_id, &filter, 500, cursor.as_deref())
+            .await?;
         for entity in page.items {
             let updated = ctx
                 .state
@@ -178,8 +238,15 @@ pub struct ActivityList {
 
 /// The account's activity, newest first.
 #[utoipa::path(get, path = "/v1/activity", tag = "activity", params(ActivityQuery), responses((status = 200, body = ActivityList)), security(("session" = [])))]
-pub async fn activity(State(ctx): State<AppState>, principal: Principal, QueryParams(q): QueryParams<ActivityQuery>) -> Result<Json<ActivityList>, ApiError> {
-    let (items, next_cursor) = ctx.state.activities(&principal.account_id, q.limit.unwrap_or(50), q.cursor.as_deref()).await?;
+pub async fn activity(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    QueryParams(q): QueryParams<ActivityQuery>,
+) -> Result<Json<ActivityList>, ApiError> {
+    let (items, next_cursor) = ctx
+        .state
+        .activities(&principal.account_id, q.limit.unwrap_or(50), q.cursor.as_deref())
+        .await?;
     Ok(Json(ActivityList { items, next_cursor }))
 }
 

@@ -31,7 +31,12 @@ pub struct ErrorDetail {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after_secs: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -47,11 +52,19 @@ impl ApiError {
     }
     pub fn internal(what: &str, err: &dyn std::fmt::Display) -> Self {
         error!(error = %err, "{what}");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "something went wrong on our side; it was logged")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "something went wrong on our side; it was logged",
+        )
     }
     pub fn unavailable(what: &str, err: &dyn std::fmt::Display) -> Self {
         error!(error = %err, "{what}");
-        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "a service Strata depends on is unavailable; try again shortly");
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "a service Strata depends on is unavailable; try again shortly",
+        );
         e.retry_after_secs = Some(5);
         e
     }
@@ -60,7 +73,9 @@ impl ApiError {
 impl From<StateError> for ApiError {
     fn from(e: StateError) -> Self {
         match &e {
-            StateError::Store(crate::state::StoreError::BadCursor) => Self::bad_request("bad_cursor", "the paging cursor is invalid"),
+            StateError::Store(crate::state::StoreError::BadCursor) => {
+                Self::bad_request("bad_cursor", "the paging cursor is invalid")
+            }
             StateError::NotFound(what) => Self::not_found(what),
             _ if e.is_retryable() => Self::unavailable("state store", &e),
             _ => Self::internal("state store", &e),
@@ -70,19 +85,29 @@ impl From<StateError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
         let mut response = (self.status, Json(body)).into_response();
-        if let Some(secs) = self.retry_after_secs {
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let Some(v) = self
+            .retry_after_secs
+            .and_then(|secs| HeaderValue::from_str(&secs.to_string()).ok())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         response
     }
 }
 
 pub async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint; see /v1/openapi.json")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        "no such endpoint; see /v1/openapi.json",
+    )
 }
 
 /// JSON bodies whose errors answer in the API's error shape.

@@ -32,7 +32,10 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/account", get(auth::account).patch(auth::update_account))
         .route("/v1/activity", get(entities::activity))
         .route("/v1/connections", get(connections::list).post(connections::create))
-        .route("/v1/connections/{id}", get(connections::get_one).delete(connections::remove))
+        .route(
+            "/v1/connections/{id}",
+            get(connections::get_one).delete(connections::remove),
+        )
         .route("/v1/connections/{id}/discover", post(connections::discover))
         .route("/v1/connections/{id}/discovery", get(connections::discovery))
         .route("/v1/entities", get(entities::list))

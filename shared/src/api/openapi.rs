@@ -9,7 +9,15 @@ struct SessionAuth;
 impl Modify for SessionAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("session", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("a session token from POST /v1/sessions")).build()));
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("a session token from POST /v1/sessions"))
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -43,7 +51,14 @@ mod tests {
     fn document_lists_every_route() {
         let doc = serde_json::to_value(ApiDoc::openapi()).expect("json");
         let paths = doc["paths"].as_object().expect("paths");
-        for p in ["/v1/signup", "/v1/sessions", "/v1/connections", "/v1/connections/{id}/discovery", "/v1/entities/activate-all", "/v1/me/totp/confirm"] {
+        for p in [
+            "/v1/signup",
+            "/v1/sessions",
+            "/v1/connections",
+            "/v1/connections/{id}/discovery",
+            "/v1/entities/activate-all",
+            "/v1/me/totp/confirm",
+        ] {
             assert!(paths.contains_key(p), "{p} missing from the OpenAPI document");
         }
         assert!(doc["components"]["schemas"]["Entity"].is_object());

@@ -2,7 +2,7 @@
 //! opening a connector on a stored connection.
 
 use crate::model::{AccountId, Connection};
-use crate::secrets::{SealContext, SealError, Secret, Sealer};
+use crate::secrets::{SealContext, SealError, Sealer, Secret};
 use crate::source::graph::{GraphClient, GraphCredentials, RetryPolicy};
 
 /// The seal context of a connection's client secret: bound to its account.
@@ -17,7 +17,12 @@ pub async fn graph_client(
     connection: &Connection,
     policy: RetryPolicy,
 ) -> Result<GraphClient, SealError> {
-    let secret = sealer.open(&connection.client_secret_sealed, &secret_context(&connection.account_id)).await?;
+    let secret = sealer
+        .open(
+            &connection.client_secret_sealed,
+            &secret_context(&connection.account_id),
+        )
+        .await?;
     let secret = String::from_utf8(secret).map_err(|_| SealError::Mismatch)?;
     let creds = GraphCredentials {
         tenant_id: connection.tenant_id.clone(),

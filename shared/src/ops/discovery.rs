@@ -5,8 +5,8 @@
 
 use crate::context::Context;
 use crate::model::{
-    AccountId, Activity, ActivityId, Connection, ConnectionId, DiscoveryCounts, DiscoveryState, Entity, EntityId, EntityKind,
-    EntityStatus,
+    AccountId, Activity, ActivityId, Connection, ConnectionId, DiscoveryCounts, DiscoveryState, Entity, EntityId,
+    EntityKind, EntityStatus,
 };
 use crate::ops::connections::graph_client;
 use crate::source::graph::RetryPolicy;
@@ -37,7 +37,11 @@ pub enum DiscoveryMessage {
     /// The daily schedule: fan out one message per connection.
     AllConnections,
     /// Discover one connection.
-    Connection { account_id: AccountId, connection_id: ConnectionId, request_id: String },
+    Connection {
+        account_id: AccountId,
+        connection_id: ConnectionId,
+        request_id: String,
+    },
 }
 
 /// Errors of discovery.
@@ -111,10 +115,18 @@ pub async fn handle_batch(ctx: &Context, event: SqsEvent) -> SqsBatchResponse {
 }
 
 /// Handles one message of the discovery queue.
-pub async fn handle_message(ctx: &Context, message: DiscoveryMessage, message_id: &str) -> Result<Outcome, DiscoveryError> {
+pub async fn handle_message(
+    ctx: &Context,
+    message: DiscoveryMessage,
+    message_id: &str,
+) -> Result<Outcome, DiscoveryError> {
     match message {
         DiscoveryMessage::AllConnections => fan_out(ctx, message_id).await,
-        DiscoveryMessage::Connection { account_id, connection_id, request_id } => {
+        DiscoveryMessage::Connection {
+            account_id,
+            connection_id,
+            request_id,
+        } => {
             let Some(connection) = ctx.state.connection(&account_id, &connection_id).await? else {
                 return Ok(Outcome::ConnectionGone);
             };
@@ -148,8 +160,14 @@ async fn fan_out(ctx: &Context, message_id: &str) -> Result<Outcome, DiscoveryEr
     for (account_id, connection_id) in &connections {
         // Derived from the schedule's message: a redelivered fan-out asks for the same runs.
         let request_id = format!("sched-{message_id}-{connection_id}");
-        let message = DiscoveryMessage::Connection { account_id: account_id.clone(), connection_id: connection_id.clone(), request_id };
-        ctx.discovery_queue.send(&serde_json::to_value(&message).unwrap_or_default()).await?;
+        let message = DiscoveryMessage::Connection {
+            account_id: account_id.clone(),
+            connection_id: connection_id.clone(),
+            request_id,
+        };
+        ctx.discovery_queue
+            .send(&serde_json::to_value(&message).unwrap_or_default())
+            .await?;
     }
     Ok(Outcome::FannedOut(connections.len()))
 }
@@ -166,7 +184,12 @@ struct Found {
 
 /// Discovers one connection and reconciles its entities. Progress and the
 /// result are written on the connection; an activity record tells the story.
-pub async fn discover(state: &State, directory: &dyn Directory, connection: &Connection, request_id: &str) -> Result<DiscoveryCounts, DiscoveryError> {
+pub async fn discover(
+    state: &State,
+    directory: &dyn Directory,
+    connection: &Connection,
+    request_id: &str,
+) -> Result<DiscoveryCounts, DiscoveryError> {
     let started_at = Utc::now();
     let started = Instant::now();
     let (account_id, connection_id) = (&connection.account_id, &connection.id);
@@ -195,9 +218,19 @@ pub async fn discover(state: &State, directory: &dyn Directory, connection: &Con
                 "{} mailboxes, {} OneDrives, {} sites; {} new, {} gone, {} activated",
                 counts.mailboxes, counts.onedrives, counts.sites, counts.new, counts.gone, counts.activated
             );
-            ("succeeded", summary, json!({ "counts": counts, "request_id": request_id }), None)
+            (
+                "succeeded",
+                summary,
+                json!({ "counts": counts, "request_id": request_id }),
+                None,
+            )
         }
-        Err(e) => ("failed", format!("discovery failed: {e}"), json!({ "error": e.to_string(), "request_id": request_id }), Some(e.to_string())),
+        Err(e) => (
+            "failed",
+            format!("discovery failed: {e}"),
+            json!({ "error": e.to_string(), "request_id": request_id }),
+            Some(e.to_string()),
+        ),
     };
     let counts = result.as_ref().ok().cloned().map(|mut c| {
         c.requests = stats.requests;
@@ -207,7 +240,11 @@ pub async fn discover(state: &State, directory: &dyn Directory, connection: &Con
     let final_counts = counts.clone();
     state
         .update_connection(account_id, connection_id, move |c| {
-            c.discovery.state = if error.is_none() { DiscoveryState::Succeeded } else { DiscoveryState::Failed };
+            c.discovery.state = if error.is_none() {
+                DiscoveryState::Succeeded
+            } else {
+                DiscoveryState::Failed
+            };
             c.discovery.finished_at = Some(finished_at);
             c.discovery.result = final_counts.clone().or_else(|| c.discovery.result.clone());
             c.discovery.error = error.clone();
@@ -243,15 +280,23 @@ async fn save_progress(state: &State, connection: &Connection, done: usize, tota
         .map(drop)
 }
 
-async fn scan_and_reconcile(state: &State, directory: &dyn Directory, connection: &Connection) -> Result<DiscoveryCounts, DiscoveryError> {
+async fn scan_and_reconcile(
+    state: &State,
+    directory: &dyn Directory,
+    connection: &Connection,
+) -> Result<DiscoveryCounts, DiscoveryError> {
     let users = directory.users().await?;
     let total = users.len();
     save_progress(state, connection, 0, total).await?;
-    let mut counts = DiscoveryCounts { users: total as u64, ..Default::default() };
+    let mut counts = DiscoveryCounts {
+        users: total as u64,
+        ..Default::default()
+    };
     let mut found: Vec<Found> = Vec::new();
     // Users whose mailbox or drive could not be determined: their entities are left as they are.
     let mut undetermined: HashSet<String> = HashSet::new();
-    let mut probes = futures::stream::iter(users.iter().map(|user| probe(directory, user))).buffer_unordered(PROBE_CONCURRENCY);
+    let mut probes =
+        futures::stream::iter(users.iter().map(|user| probe(directory, user))).buffer_unordered(PROBE_CONCURRENCY);
     let mut done = 0usize;
     while let Some((user, result)) = probes.next().await {
         done += 1;
@@ -262,7 +307,7 @@ async fn scan_and_reconcile(state: &State, directory: &dyn Directory, connection
                 undetermined.insert(user.id.clone());
             }
         }
-        if done % PROGRESS_EVERY_USERS == 0 {
+        if done.is_multiple_of(PROGRESS_EVERY_USERS) {
             save_progress(state, connection, done, total).await?;
         }
     }
@@ -293,18 +338,39 @@ async fn scan_and_reconcile(state: &State, directory: &dyn Directory, connection
             EntityKind::Site => counts.sites += 1,
         }
     }
-    let account = state.account(&connection.account_id).await?.ok_or(StateError::NotFound("account"))?;
-    let existing = state.entities_of_connection(&connection.account_id, &connection.id).await?;
-    let now = Utc::now();
-    let writes = reconcile(connection, existing, found, &undetermined, sites_known, account.auto_activate, now, &mut counts);
-    futures::stream::iter(writes.into_iter().map(|(entity, version)| async move { state.put_entity(&entity, version).await }))
-        .buffer_unordered(WRITE_CONCURRENCY)
-        .try_collect::<Vec<()>>()
+    let account = state
+        .account(&connection.account_id)
+        .await?
+        .ok_or(StateError::NotFound("account"))?;
+    let existing = state
+        .entities_of_connection(&connection.account_id, &connection.id)
         .await?;
+    let now = Utc::now();
+    let writes = reconcile(
+        connection,
+        existing,
+        found,
+        &undetermined,
+        sites_known,
+        account.auto_activate,
+        now,
+        &mut counts,
+    );
+    futures::stream::iter(
+        writes
+            .into_iter()
+            .map(|(entity, version)| async move { state.put_entity(&entity, version).await }),
+    )
+    .buffer_unordered(WRITE_CONCURRENCY)
+    .try_collect::<Vec<()>>()
+    .await?;
     Ok(counts)
 }
 
-async fn probe<'a>(directory: &dyn Directory, user: &'a DirectoryUser) -> (&'a DirectoryUser, Result<Vec<Found>, SourceError>) {
+async fn probe<'a>(
+    directory: &dyn Directory,
+    user: &'a DirectoryUser,
+) -> (&'a DirectoryUser, Result<Vec<Found>, SourceError>) {
     // Guests have no mailbox or OneDrive that the API can reach (§A3): no probe.
     if user.guest {
         return (user, Ok(Vec::new()));
@@ -350,7 +416,11 @@ async fn probe<'a>(directory: &dyn Directory, user: &'a DirectoryUser) -> (&'a D
 fn owner_of(entity: &Entity) -> Option<String> {
     match entity.kind {
         EntityKind::Mailbox => Some(entity.source_id.clone()),
-        EntityKind::Onedrive => entity.details.get("owner_user_id").and_then(Value::as_str).map(str::to_string),
+        EntityKind::Onedrive => entity
+            .details
+            .get("owner_user_id")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         EntityKind::Site => None,
     }
 }
@@ -367,13 +437,18 @@ fn reconcile(
     now: DateTime<Utc>,
     counts: &mut DiscoveryCounts,
 ) -> Vec<(Entity, u64)> {
-    let mut existing: HashMap<EntityId, (Entity, u64)> = existing.into_iter().map(|(e, v)| (e.id.clone(), (e, v))).collect();
+    let mut existing: HashMap<EntityId, (Entity, u64)> =
+        existing.into_iter().map(|(e, v)| (e.id.clone(), (e, v))).collect();
     let mut writes = Vec::new();
     for f in found {
         let id = EntityId::derive(&connection.id, f.kind, &f.source_id);
         match existing.remove(&id) {
             None => {
-                let status = if auto_activate { EntityStatus::Active } else { EntityStatus::Discovered };
+                let status = if auto_activate {
+                    EntityStatus::Active
+                } else {
+                    EntityStatus::Discovered
+                };
                 counts.new += 1;
                 if auto_activate {
                     counts.activated += 1;
@@ -400,7 +475,8 @@ fn reconcile(
                 ));
             }
             Some((mut entity, version)) => {
-                let mut changed = entity.display_name != f.display_name || entity.address != f.address || entity.details != f.details;
+                let mut changed =
+                    entity.display_name != f.display_name || entity.address != f.address || entity.details != f.details;
                 if entity.status == EntityStatus::Gone {
                     entity.status = entity.status_before_gone.take().unwrap_or(EntityStatus::Discovered);
                     entity.gone_at = None;

@@ -19,7 +19,10 @@ pub struct DynamoItems {
 
 impl DynamoItems {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self {
+            client,
+            table: table.into(),
+        }
     }
 }
 
@@ -47,7 +50,11 @@ fn from_attrs(attrs: &Attrs) -> Result<Item, StoreError> {
     let string = |name: &str| attrs.get(name).and_then(|v| v.as_s().ok()).cloned();
     let pk = string("pk").unwrap_or_default();
     let sk = string("sk").unwrap_or_default();
-    let corrupt = |reason: &str| StoreError::Corrupt { pk: pk.clone(), sk: sk.clone(), reason: reason.to_string() };
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        pk: pk.clone(),
+        sk: sk.clone(),
+        reason: reason.to_string(),
+    };
     let number = |name: &str| attrs.get(name).and_then(|v| v.as_n().ok()).map(|n| n.parse::<i64>());
     let ttl = match number("ttl") {
         None => None,
@@ -61,7 +68,15 @@ fn from_attrs(attrs: &Attrs) -> Result<Item, StoreError> {
     };
     let doc = string("doc").ok_or_else(|| corrupt("no doc"))?;
     let doc = serde_json::from_str(&doc).map_err(|e| corrupt(&e.to_string()))?;
-    Ok(Item { pk: pk.clone(), sk: sk.clone(), gsi1pk: string("gsi1pk"), gsi1sk: string("gsi1sk"), ttl, version, doc })
+    Ok(Item {
+        pk: pk.clone(),
+        sk: sk.clone(),
+        gsi1pk: string("gsi1pk"),
+        gsi1sk: string("gsi1sk"),
+        ttl,
+        version,
+        doc,
+    })
 }
 
 fn unavailable<E: std::error::Error + 'static, R: std::fmt::Debug>(err: SdkError<E, R>) -> StoreError {
@@ -115,8 +130,14 @@ impl ItemStore for DynamoItems {
         match result {
             Ok(_) => Ok(()),
             Err(err) => {
-                if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) {
-                    Err(StoreError::ConditionFailed { pk: item.pk, sk: item.sk })
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception())
+                {
+                    Err(StoreError::ConditionFailed {
+                        pk: item.pk,
+                        sk: item.sk,
+                    })
                 } else {
                     Err(unavailable(err))
                 }
@@ -154,11 +175,9 @@ impl ItemStore for DynamoItems {
                 ("pk".to_string(), AttributeValue::S(c.pk.clone())),
                 ("sk".to_string(), AttributeValue::S(c.sk.clone())),
             ]);
-            if query.index == Index::Gsi1 {
-                if let (Some(p), Some(s)) = (&c.gsi1pk, &c.gsi1sk) {
-                    key.insert("gsi1pk".into(), AttributeValue::S(p.clone()));
-                    key.insert("gsi1sk".into(), AttributeValue::S(s.clone()));
-                }
+            if let (Index::Gsi1, Some(p), Some(s)) = (query.index, &c.gsi1pk, &c.gsi1sk) {
+                key.insert("gsi1pk".into(), AttributeValue::S(p.clone()));
+                key.insert("gsi1sk".into(), AttributeValue::S(s.clone()));
             }
             key
         });
@@ -186,7 +205,10 @@ impl ItemStore for DynamoItems {
     }
 
     async fn put_all(&self, batch: Vec<(Item, PutCondition)>) -> Result<(), StoreError> {
-        let first_key = batch.first().map(|(i, _)| (i.pk.clone(), i.sk.clone())).unwrap_or_default();
+        let first_key = batch
+            .first()
+            .map(|(i, _)| (i.pk.clone(), i.sk.clone()))
+            .unwrap_or_default();
         let mut writes = Vec::with_capacity(batch.len());
         for (item, condition) in &batch {
             let (stored, expression, values) = condition_of(item, *condition);
@@ -199,7 +221,12 @@ impl ItemStore for DynamoItems {
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
             writes.push(TransactWriteItem::builder().put(put).build());
         }
-        let result = self.client.transact_write_items().set_transact_items(Some(writes)).send().await;
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+            .await;
         match result {
             Ok(_) => Ok(()),
             Err(err) => {

@@ -40,7 +40,15 @@ pub struct Item {
 
 impl Item {
     pub fn new(pk: impl Into<String>, sk: impl Into<String>, doc: serde_json::Value) -> Self {
-        Self { pk: pk.into(), sk: sk.into(), gsi1pk: None, gsi1sk: None, ttl: None, version: 0, doc }
+        Self {
+            pk: pk.into(),
+            sk: sk.into(),
+            gsi1pk: None,
+            gsi1sk: None,
+            ttl: None,
+            version: 0,
+            doc,
+        }
     }
 
     pub fn with_index(mut self, gsi1pk: impl Into<String>, gsi1sk: impl Into<String>) -> Self {
@@ -95,10 +103,20 @@ pub struct Query {
 
 impl Query {
     pub fn partition(partition: impl Into<String>) -> Self {
-        Self { index: Index::Primary, partition: partition.into(), sk_prefix: None, limit: 100, start: None, descending: false }
+        Self {
+            index: Index::Primary,
+            partition: partition.into(),
+            sk_prefix: None,
+            limit: 100,
+            start: None,
+            descending: false,
+        }
     }
     pub fn gsi1(partition: impl Into<String>) -> Self {
-        Self { index: Index::Gsi1, ..Self::partition(partition) }
+        Self {
+            index: Index::Gsi1,
+            ..Self::partition(partition)
+        }
     }
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.sk_prefix = Some(prefix.into());
@@ -137,12 +155,19 @@ impl Cursor {
     }
 
     pub fn decode(token: &str) -> Result<Self, StoreError> {
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| StoreError::BadCursor)?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| StoreError::BadCursor)?;
         serde_json::from_slice(&bytes).map_err(|_| StoreError::BadCursor)
     }
 
     pub(crate) fn of(item: &Item) -> Self {
-        Self { pk: item.pk.clone(), sk: item.sk.clone(), gsi1pk: item.gsi1pk.clone(), gsi1sk: item.gsi1sk.clone() }
+        Self {
+            pk: item.pk.clone(),
+            sk: item.sk.clone(),
+            gsi1pk: item.gsi1pk.clone(),
+            gsi1sk: item.gsi1sk.clone(),
+        }
     }
 }
 

@@ -22,7 +22,10 @@ impl MemoryItems {
 }
 
 fn check(existing: Option<&Item>, item: &Item, condition: PutCondition) -> Result<Item, StoreError> {
-    let failed = || StoreError::ConditionFailed { pk: item.pk.clone(), sk: item.sk.clone() };
+    let failed = || StoreError::ConditionFailed {
+        pk: item.pk.clone(),
+        sk: item.sk.clone(),
+    };
     let mut stored = item.clone();
     match condition {
         PutCondition::None => {}
@@ -66,7 +69,9 @@ impl ItemStore for MemoryItems {
         let items = self.lock();
         let sort_key = |item: &Item| -> Option<(String, String, String)> {
             match query.index {
-                Index::Primary => (item.pk == query.partition).then(|| (item.sk.clone(), item.pk.clone(), item.sk.clone())),
+                Index::Primary => {
+                    (item.pk == query.partition).then(|| (item.sk.clone(), item.pk.clone(), item.sk.clone()))
+                }
                 Index::Gsi1 => match (&item.gsi1pk, &item.gsi1sk) {
                     (Some(p), Some(s)) if *p == query.partition => Some((s.clone(), item.pk.clone(), item.sk.clone())),
                     _ => None,
@@ -85,12 +90,26 @@ impl ItemStore for MemoryItems {
         if let Some(start) = &query.start {
             let start_key = match query.index {
                 Index::Primary => (start.sk.clone(), start.pk.clone(), start.sk.clone()),
-                Index::Gsi1 => (start.gsi1sk.clone().ok_or(StoreError::BadCursor)?, start.pk.clone(), start.sk.clone()),
+                Index::Gsi1 => (
+                    start.gsi1sk.clone().ok_or(StoreError::BadCursor)?,
+                    start.pk.clone(),
+                    start.sk.clone(),
+                ),
             };
-            matching.retain(|(k, _)| if query.descending { *k < start_key } else { *k > start_key });
+            matching.retain(|(k, _)| {
+                if query.descending {
+                    *k < start_key
+                } else {
+                    *k > start_key
+                }
+            });
         }
         let more = matching.len() > query.limit;
-        let page: Vec<Item> = matching.into_iter().take(query.limit).map(|(_, item)| item.clone()).collect();
+        let page: Vec<Item> = matching
+            .into_iter()
+            .take(query.limit)
+            .map(|(_, item)| item.clone())
+            .collect();
         let next = if more { page.last().map(Cursor::of) } else { None };
         Ok(Page { items: page, next })
     }

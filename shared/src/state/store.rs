@@ -123,14 +123,34 @@ impl State {
     // ----- accounts and admins -----
 
     /// Creates an account with its owner, atomically; the e-mail address must be free.
-    pub async fn create_account(&self, account: &Account, owner: &Admin, secrets: &AdminSecrets) -> Result<(), StateError> {
+    pub async fn create_account(
+        &self,
+        account: &Account,
+        owner: &Admin,
+        secrets: &AdminSecrets,
+    ) -> Result<(), StateError> {
         let email = owner.email.to_lowercase();
-        let claim = EmailClaim { account_id: account.id.clone(), admin_id: owner.id.clone() };
-        let record = AdminRecord { admin: owner.clone(), secrets: secrets.clone() };
+        let claim = EmailClaim {
+            account_id: account.id.clone(),
+            admin_id: owner.id.clone(),
+        };
+        let record = AdminRecord {
+            admin: owner.clone(),
+            secrets: secrets.clone(),
+        };
         let batch = vec![
-            (Item::new(format!("EMAIL#{email}"), "EMAIL", Self::encode(&claim)), PutCondition::NotExists),
-            (Item::new(acct(&account.id), "ACCOUNT", Self::encode(account)), PutCondition::NotExists),
-            (Item::new(acct(&account.id), format!("ADMIN#{}", owner.id), Self::encode(&record)), PutCondition::NotExists),
+            (
+                Item::new(format!("EMAIL#{email}"), "EMAIL", Self::encode(&claim)),
+                PutCondition::NotExists,
+            ),
+            (
+                Item::new(acct(&account.id), "ACCOUNT", Self::encode(account)),
+                PutCondition::NotExists,
+            ),
+            (
+                Item::new(acct(&account.id), format!("ADMIN#{}", owner.id), Self::encode(&record)),
+                PutCondition::NotExists,
+            ),
         ];
         match self.items.put_all(batch).await {
             Err(StoreError::ConditionFailed { pk, .. }) if pk.starts_with("EMAIL#") => Err(StateError::EmailTaken),
@@ -140,7 +160,11 @@ impl State {
 
     /// Marks the one-time bootstrap token used; false if it already was.
     pub async fn claim_bootstrap(&self, account_id: &AccountId) -> Result<bool, StateError> {
-        let item = Item::new("BOOTSTRAP", "BOOTSTRAP", serde_json::json!({ "account_id": account_id, "at": Utc::now() }));
+        let item = Item::new(
+            "BOOTSTRAP",
+            "BOOTSTRAP",
+            serde_json::json!({ "account_id": account_id, "at": Utc::now() }),
+        );
         match self.items.put(item, PutCondition::NotExists).await {
             Ok(()) => Ok(true),
             Err(StoreError::ConditionFailed { .. }) => Ok(false),
@@ -154,7 +178,12 @@ impl State {
     }
 
     pub async fn account(&self, id: &AccountId) -> Result<Option<Account>, StateError> {
-        Ok(self.items.get(&acct(id), "ACCOUNT").await?.map(|i| i.decode()).transpose()?)
+        Ok(self
+            .items
+            .get(&acct(id), "ACCOUNT")
+            .await?
+            .map(|i| i.decode())
+            .transpose()?)
     }
 
     /// Changes an account's settings (read, modify, conditional write).
@@ -168,14 +197,22 @@ impl State {
 
     /// The admin signing in with this address, with their secrets and record version.
     pub async fn admin_by_email(&self, email: &str) -> Result<Option<(Admin, AdminSecrets, u64)>, StateError> {
-        let Some(claim) = self.items.get(&format!("EMAIL#{}", email.to_lowercase()), "EMAIL").await? else {
+        let Some(claim) = self
+            .items
+            .get(&format!("EMAIL#{}", email.to_lowercase()), "EMAIL")
+            .await?
+        else {
             return Ok(None);
         };
         let claim: EmailClaim = claim.decode()?;
         self.admin(&claim.account_id, &claim.admin_id).await
     }
 
-    pub async fn admin(&self, account: &AccountId, id: &AdminId) -> Result<Option<(Admin, AdminSecrets, u64)>, StateError> {
+    pub async fn admin(
+        &self,
+        account: &AccountId,
+        id: &AdminId,
+    ) -> Result<Option<(Admin, AdminSecrets, u64)>, StateError> {
         let Some(item) = self.items.get(&acct(account), &format!("ADMIN#{id}")).await? else {
             return Ok(None);
         };
@@ -185,8 +222,15 @@ impl State {
 
     /// Writes an admin back if nobody changed it since `version` was read.
     pub async fn save_admin(&self, admin: &Admin, secrets: &AdminSecrets, version: u64) -> Result<(), StateError> {
-        let record = AdminRecord { admin: admin.clone(), secrets: secrets.clone() };
-        let item = Item::new(acct(&admin.account_id), format!("ADMIN#{}", admin.id), Self::encode(&record));
+        let record = AdminRecord {
+            admin: admin.clone(),
+            secrets: secrets.clone(),
+        };
+        let item = Item::new(
+            acct(&admin.account_id),
+            format!("ADMIN#{}", admin.id),
+            Self::encode(&record),
+        );
         match self.items.put(item, PutCondition::Version(version)).await {
             Err(StoreError::ConditionFailed { .. }) => Err(StateError::Contended),
             other => Ok(other?),
@@ -196,7 +240,8 @@ impl State {
     // ----- sessions -----
 
     pub async fn put_session(&self, token_hash: &str, session: &Session) -> Result<(), StateError> {
-        let item = Item::new(format!("SESSION#{token_hash}"), "SESSION", Self::encode(session)).with_ttl(session.expires_at.timestamp());
+        let item = Item::new(format!("SESSION#{token_hash}"), "SESSION", Self::encode(session))
+            .with_ttl(session.expires_at.timestamp());
         Ok(self.items.put(item, PutCondition::NotExists).await?)
     }
 
@@ -222,7 +267,12 @@ impl State {
     }
 
     pub async fn connection(&self, account: &AccountId, id: &ConnectionId) -> Result<Option<Connection>, StateError> {
-        Ok(self.items.get(&acct(account), &format!("CONN#{id}")).await?.map(|i| i.decode()).transpose()?)
+        Ok(self
+            .items
+            .get(&acct(account), &format!("CONN#{id}"))
+            .await?
+            .map(|i| i.decode())
+            .transpose()?)
     }
 
     pub async fn connections(&self, account: &AccountId) -> Result<Vec<Connection>, StateError> {
@@ -246,29 +296,52 @@ impl State {
         change: impl Fn(&mut Connection) -> bool,
     ) -> Result<Connection, StateError> {
         let item_index = |c: &Connection| ("CONNECTIONS".to_string(), format!("{}#{}", c.account_id, c.id));
-        self.update_indexed(&acct(account), &format!("CONN#{id}"), "connection", change, item_index).await
+        self.update_indexed(&acct(account), &format!("CONN#{id}"), "connection", change, item_index)
+            .await
     }
 
     // ----- entities -----
 
     pub async fn entity(&self, account: &AccountId, id: &EntityId) -> Result<Option<Entity>, StateError> {
-        Ok(self.items.get(&acct(account), &format!("ENT#{id}")).await?.map(|i| i.decode()).transpose()?)
+        Ok(self
+            .items
+            .get(&acct(account), &format!("ENT#{id}"))
+            .await?
+            .map(|i| i.decode())
+            .transpose()?)
     }
 
     /// A page of an account's entities matching the filter, in id order.
-    pub async fn entities(&self, account: &AccountId, filter: &EntityFilter, limit: usize, cursor: Option<&str>) -> Result<EntityPage, StateError> {
+    pub async fn entities(
+        &self,
+        account: &AccountId,
+        filter: &EntityFilter,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<EntityPage, StateError> {
         let limit = limit.clamp(1, 1000);
         let mut start = cursor.map(Cursor::decode).transpose()?;
         let mut items = Vec::new();
         loop {
-            let page = self.items.query(Query::partition(acct(account)).prefix("ENT#").limit(limit.max(100)).start(start.clone())).await?;
+            let page = self
+                .items
+                .query(
+                    Query::partition(acct(account))
+                        .prefix("ENT#")
+                        .limit(limit.max(100))
+                        .start(start.clone()),
+                )
+                .await?;
             for item in &page.items {
                 let entity: Entity = item.decode()?;
                 start = Some(Cursor::of(item));
                 if filter.matches(&entity) {
                     items.push(entity);
                     if items.len() == limit {
-                        return Ok(EntityPage { items, next: start.map(|c| c.encode()) });
+                        return Ok(EntityPage {
+                            items,
+                            next: start.map(|c| c.encode()),
+                        });
                     }
                 }
             }
@@ -280,11 +353,18 @@ impl State {
     }
 
     /// Every entity of a connection with its record version (discovery's view).
-    pub async fn entities_of_connection(&self, account: &AccountId, connection: &ConnectionId) -> Result<Vec<(Entity, u64)>, StateError> {
+    pub async fn entities_of_connection(
+        &self,
+        account: &AccountId,
+        connection: &ConnectionId,
+    ) -> Result<Vec<(Entity, u64)>, StateError> {
         let mut out = Vec::new();
         let mut start = None;
         loop {
-            let page = self.items.query(Query::partition(acct(account)).prefix("ENT#").limit(1000).start(start)).await?;
+            let page = self
+                .items
+                .query(Query::partition(acct(account)).prefix("ENT#").limit(1000).start(start))
+                .await?;
             for item in &page.items {
                 let entity: Entity = item.decode()?;
                 if entity.connection_id == *connection {
@@ -300,7 +380,11 @@ impl State {
 
     /// Writes an entity if its record is still at `version` (0: new).
     pub async fn put_entity(&self, entity: &Entity, version: u64) -> Result<(), StateError> {
-        let item = Item::new(acct(&entity.account_id), format!("ENT#{}", entity.id), Self::encode(entity));
+        let item = Item::new(
+            acct(&entity.account_id),
+            format!("ENT#{}", entity.id),
+            Self::encode(entity),
+        );
         match self.items.put(item, PutCondition::Version(version)).await {
             Err(StoreError::ConditionFailed { .. }) => Err(StateError::Contended),
             other => Ok(other?),
@@ -308,31 +392,64 @@ impl State {
     }
 
     /// Changes one entity; `change` returns whether anything changed.
-    pub async fn update_entity(&self, account: &AccountId, id: &EntityId, change: impl Fn(&mut Entity) -> bool) -> Result<Entity, StateError> {
-        self.update(&acct(account), &format!("ENT#{id}"), "entity", change).await
+    pub async fn update_entity(
+        &self,
+        account: &AccountId,
+        id: &EntityId,
+        change: impl Fn(&mut Entity) -> bool,
+    ) -> Result<Entity, StateError> {
+        self.update(&acct(account), &format!("ENT#{id}"), "entity", change)
+            .await
     }
 
     // ----- activity -----
 
     pub async fn put_activity(&self, activity: &Activity) -> Result<(), StateError> {
-        let sk = format!("ACTIVITY#{}#{}", activity.at.format("%Y-%m-%dT%H:%M:%S%.6fZ"), activity.id);
+        let sk = format!(
+            "ACTIVITY#{}#{}",
+            activity.at.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
+            activity.id
+        );
         let ttl = (activity.at + Duration::days(400)).timestamp();
         let item = Item::new(acct(&activity.account_id), sk, Self::encode(activity)).with_ttl(ttl);
         Ok(self.items.put(item, PutCondition::NotExists).await?)
     }
 
     /// The account's activity, newest first.
-    pub async fn activities(&self, account: &AccountId, limit: usize, cursor: Option<&str>) -> Result<(Vec<Activity>, Option<String>), StateError> {
+    pub async fn activities(
+        &self,
+        account: &AccountId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Activity>, Option<String>), StateError> {
         let start = cursor.map(Cursor::decode).transpose()?;
-        let page = self.items.query(Query::partition(acct(account)).prefix("ACTIVITY#").limit(limit.clamp(1, 500)).start(start).descending()).await?;
-        let items = page.items.iter().map(|i| i.decode()).collect::<Result<Vec<Activity>, _>>()?;
+        let page = self
+            .items
+            .query(
+                Query::partition(acct(account))
+                    .prefix("ACTIVITY#")
+                    .limit(limit.clamp(1, 500))
+                    .start(start)
+                    .descending(),
+            )
+            .await?;
+        let items = page
+            .items
+            .iter()
+            .map(|i| i.decode())
+            .collect::<Result<Vec<Activity>, _>>()?;
         Ok((items, page.next.map(|c| c.encode())))
     }
 
     // ----- idempotency of queued requests -----
 
     /// Claims a queued request so that a redelivered message does nothing.
-    pub async fn claim_request(&self, account: &AccountId, request_id: &str, lease: std::time::Duration) -> Result<RequestClaim, StateError> {
+    pub async fn claim_request(
+        &self,
+        account: &AccountId,
+        request_id: &str,
+        lease: std::time::Duration,
+    ) -> Result<RequestClaim, StateError> {
         let now = Utc::now();
         let lease_until = now + Duration::from_std(lease).unwrap_or(Duration::minutes(15));
         let (pk, sk) = (acct(account), format!("REQUEST#{request_id}"));
@@ -350,7 +467,10 @@ impl State {
                 item.version
             }
         };
-        let marker = RequestMarker { done: false, lease_until };
+        let marker = RequestMarker {
+            done: false,
+            lease_until,
+        };
         let item = Item::new(pk, sk, Self::encode(&marker)).with_ttl((now + Duration::days(30)).timestamp());
         match self.items.put(item, PutCondition::Version(version)).await {
             Ok(()) => Ok(RequestClaim::Claimed),
@@ -365,7 +485,10 @@ impl State {
         if !done {
             return Ok(self.items.delete(&pk, &sk).await?);
         }
-        let marker = RequestMarker { done: true, lease_until: Utc::now() };
+        let marker = RequestMarker {
+            done: true,
+            lease_until: Utc::now(),
+        };
         let item = Item::new(pk, sk, Self::encode(&marker)).with_ttl((Utc::now() + Duration::days(30)).timestamp());
         Ok(self.items.put(item, PutCondition::None).await?)
     }

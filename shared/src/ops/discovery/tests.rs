@@ -52,11 +52,16 @@ impl Directory for FakeDirectory {
         Ok(self.mailboxes.lock().expect("lock").contains(user_id))
     }
     async fn drive_of(&self, user_id: &str) -> Result<Option<DirectoryDrive>, SourceError> {
-        Ok(self.drives.lock().expect("lock").contains(user_id).then(|| DirectoryDrive {
-            id: format!("drive-{user_id}"),
-            name: "OneDrive".into(),
-            web_url: None,
-        }))
+        Ok(self
+            .drives
+            .lock()
+            .expect("lock")
+            .contains(user_id)
+            .then(|| DirectoryDrive {
+                id: format!("drive-{user_id}"),
+                name: "OneDrive".into(),
+                web_url: None,
+            }))
     }
     async fn sites(&self) -> Result<Vec<DirectorySite>, SourceError> {
         Ok(self.sites.lock().expect("lock").clone())
@@ -68,7 +73,12 @@ impl Directory for FakeDirectory {
 
 async fn setup(auto_activate: bool) -> (State, Connection) {
     let state = State::new(Arc::new(MemoryItems::new()));
-    let account = Account { id: AccountId("acct_1".into()), name: "Contoso".into(), auto_activate, created_at: Utc::now() };
+    let account = Account {
+        id: AccountId("acct_1".into()),
+        name: "Contoso".into(),
+        auto_activate,
+        created_at: Utc::now(),
+    };
     let owner = crate::model::Admin {
         id: crate::model::AdminId("adm_1".into()),
         account_id: account.id.clone(),
@@ -78,7 +88,10 @@ async fn setup(auto_activate: bool) -> (State, Connection) {
         totp_enabled: false,
         created_at: Utc::now(),
     };
-    state.create_account(&account, &owner, &Default::default()).await.expect("account");
+    state
+        .create_account(&account, &owner, &Default::default())
+        .await
+        .expect("account");
     let connection = Connection {
         id: ConnectionId("conn_1".into()),
         account_id: account.id.clone(),
@@ -97,7 +110,11 @@ async fn setup(auto_activate: bool) -> (State, Connection) {
 }
 
 async fn all(state: &State, connection: &Connection) -> Vec<Entity> {
-    state.entities(&connection.account_id, &EntityFilter::default(), 1000, None).await.expect("entities").items
+    state
+        .entities(&connection.account_id, &EntityFilter::default(), 1000, None)
+        .await
+        .expect("entities")
+        .items
 }
 
 fn directory() -> FakeDirectory {
@@ -106,7 +123,11 @@ fn directory() -> FakeDirectory {
     d.user("bob", true, false, false);
     d.user("guest", false, false, true);
     d.user("nolicence", false, false, false);
-    d.sites.lock().expect("lock").push(DirectorySite { id: "site-1".into(), display_name: "Intranet".into(), web_url: None });
+    d.sites.lock().expect("lock").push(DirectorySite {
+        id: "site-1".into(),
+        display_name: "Intranet".into(),
+        web_url: None,
+    });
     d
 }
 
@@ -115,14 +136,30 @@ async fn discovery_finds_each_kind_and_records_the_run() {
     let (state, connection) = setup(false).await;
     let d = directory();
     let counts = discover(&state, &d, &connection, "r1").await.expect("discover");
-    assert_eq!((counts.users, counts.mailboxes, counts.onedrives, counts.sites, counts.new), (4, 2, 1, 1, 4));
+    assert_eq!(
+        (
+            counts.users,
+            counts.mailboxes,
+            counts.onedrives,
+            counts.sites,
+            counts.new
+        ),
+        (4, 2, 1, 1, 4)
+    );
     let entities = all(&state, &connection).await;
     assert_eq!(entities.len(), 4);
     assert!(entities.iter().all(|e| e.status == EntityStatus::Discovered));
-    let conn = state.connection(&connection.account_id, &connection.id).await.expect("get").expect("conn");
+    let conn = state
+        .connection(&connection.account_id, &connection.id)
+        .await
+        .expect("get")
+        .expect("conn");
     assert_eq!(conn.discovery.state, DiscoveryState::Succeeded);
     assert_eq!((conn.discovery.users_done, conn.discovery.users_total), (4, 4));
-    let (activity, _) = state.activities(&connection.account_id, 10, None).await.expect("activity");
+    let (activity, _) = state
+        .activities(&connection.account_id, 10, None)
+        .await
+        .expect("activity");
     assert_eq!(activity.len(), 1);
     assert_eq!(activity[0].kind, "discovery");
 }
@@ -138,13 +175,23 @@ async fn second_discovery_changes_nothing_and_vanished_users_go_gone() {
     d.remove("alice");
     let third = discover(&state, &d, &connection, "r3").await.expect("discover");
     assert_eq!(third.gone, 2, "alice's mailbox and OneDrive are gone");
-    let gone: Vec<_> = all(&state, &connection).await.into_iter().filter(|e| e.status == EntityStatus::Gone).collect();
+    let gone: Vec<_> = all(&state, &connection)
+        .await
+        .into_iter()
+        .filter(|e| e.status == EntityStatus::Gone)
+        .collect();
     assert_eq!(gone.len(), 2);
     assert!(gone.iter().all(|e| e.status_before_gone == Some(EntityStatus::Active)));
     d.user("alice", true, true, false);
     let back = discover(&state, &d, &connection, "r4").await.expect("discover");
     assert_eq!((back.new, back.updated), (0, 2));
-    assert!(all(&state, &connection).await.iter().all(|e| e.status == EntityStatus::Active), "a returning user gets its status back");
+    assert!(
+        all(&state, &connection)
+            .await
+            .iter()
+            .all(|e| e.status == EntityStatus::Active),
+        "a returning user gets its status back"
+    );
 }
 
 #[tokio::test]
@@ -154,7 +201,15 @@ async fn a_user_that_cannot_be_probed_is_left_as_it_was() {
     discover(&state, &d, &connection, "r1").await.expect("discover");
     d.failing.lock().expect("lock").insert("bob".into());
     let counts = discover(&state, &d, &connection, "r2").await.expect("discover");
-    assert_eq!((counts.undetermined, counts.gone), (1, 0), "no false deletion when a probe fails");
-    let bob = all(&state, &connection).await.into_iter().find(|e| e.source_id == "bob").expect("bob");
+    assert_eq!(
+        (counts.undetermined, counts.gone),
+        (1, 0),
+        "no false deletion when a probe fails"
+    );
+    let bob = all(&state, &connection)
+        .await
+        .into_iter()
+        .find(|e| e.source_id == "bob")
+        .expect("bob");
     assert_eq!(bob.status, EntityStatus::Discovered);
 }

@@ -54,12 +54,20 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// For checking credentials while a user waits: fail fast.
     pub fn interactive() -> Self {
-        Self { max_attempts: 3, max_throttled_attempts: 3, max_retry_after: Duration::from_secs(10), ..Self::default() }
+        Self {
+            max_attempts: 3,
+            max_throttled_attempts: 3,
+            max_retry_after: Duration::from_secs(10),
+            ..Self::default()
+        }
     }
 
     /// Full jitter: a random wait in `[0, min(max, base * 2^attempt)]`.
     fn backoff(&self, attempt: u32) -> Duration {
-        let cap = self.base_delay.saturating_mul(1u32 << attempt.min(16)).min(self.max_delay);
+        let cap = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max_delay);
         let millis = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
         Duration::from_millis(rand::thread_rng().gen_range(0..=millis))
     }
@@ -147,10 +155,8 @@ impl GraphClient {
     /// An access token, fetched or renewed 5 minutes before it expires.
     async fn token(&self) -> Result<Secret, SourceError> {
         let mut slot = self.token.lock().await;
-        if let Some(token) = slot.as_ref() {
-            if token.renew_at > Instant::now() {
-                return Ok(token.value.clone());
-            }
+        if let Some(token) = slot.as_ref().filter(|t| t.renew_at > Instant::now()) {
+            return Ok(token.value.clone());
         }
         let token = self.fetch_token().await?;
         let value = token.value.clone();
@@ -163,7 +169,11 @@ impl GraphClient {
     }
 
     async fn fetch_token(&self) -> Result<Token, SourceError> {
-        let url = format!("{}/{}/oauth2/v2.0/token", self.creds.login_url.trim_end_matches('/'), urlencoding::encode(&self.creds.tenant_id));
+        let url = format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.creds.login_url.trim_end_matches('/'),
+            urlencoding::encode(&self.creds.tenant_id)
+        );
         let scope = format!("{}/.default", self.creds.graph_url.trim_end_matches('/'));
         let form = [
             ("client_id", self.creds.client_id.as_str()),
@@ -178,22 +188,33 @@ impl GraphClient {
                 Err(e) => format!("token endpoint unreachable: {}", without_url(&e)),
                 Ok(resp) => {
                     let status = resp.status();
-                    let body = resp.bytes().await.map_err(|e| format!("token response broken: {}", without_url(&e)));
+                    let body = resp
+                        .bytes()
+                        .await
+                        .map_err(|e| format!("token response broken: {}", without_url(&e)));
                     match body {
                         Err(e) => e,
                         Ok(body) if status.is_success() => {
-                            let parsed: TokenResponse =
-                                serde_json::from_slice(&body).map_err(|e| SourceError::Protocol(format!("token response: {e}")))?;
+                            let parsed: TokenResponse = serde_json::from_slice(&body)
+                                .map_err(|e| SourceError::Protocol(format!("token response: {e}")))?;
                             // Renew 5 minutes early, or halfway through a short-lived token.
                             let lifetime = Duration::from_secs(parsed.expires_in);
                             let margin = Duration::from_secs(300).min(lifetime / 2);
-                            return Ok(Token { value: Secret::new(parsed.access_token), renew_at: Instant::now() + lifetime - margin });
+                            return Ok(Token {
+                                value: Secret::new(parsed.access_token),
+                                renew_at: Instant::now() + lifetime - margin,
+                            });
                         }
-                        Ok(_) if status.is_server_error() || status.as_u16() == 429 => format!("token endpoint answered {status}"),
+                        Ok(_) if status.is_server_error() || status.as_u16() == 429 => {
+                            format!("token endpoint answered {status}")
+                        }
                         Ok(body) => {
                             let (code, description) = match serde_json::from_slice::<TokenError>(&body) {
                                 Ok(e) => (e.error, first_line(&e.error_description)),
-                                Err(_) => (status.as_u16().to_string(), "the token endpoint refused the request".to_string()),
+                                Err(_) => (
+                                    status.as_u16().to_string(),
+                                    "the token endpoint refused the request".to_string(),
+                                ),
                             };
                             return Err(SourceError::Auth { code, description });
                         }
@@ -221,13 +242,20 @@ impl GraphClient {
                     token_renewed = true;
                     self.forget_token().await;
                 }
-                Attempt::ExpiredToken => return Err(SourceError::Auth { code: "InvalidAuthenticationToken".into(), description: "a fresh token was refused".into() }),
+                Attempt::ExpiredToken => {
+                    return Err(SourceError::Auth {
+                        code: "InvalidAuthenticationToken".into(),
+                        description: "a fresh token was refused".into(),
+                    });
+                }
                 Attempt::Throttled(retry_after) => {
                     self.throttled.fetch_add(1, Ordering::Relaxed);
                     throttled_attempts += 1;
                     let wait = retry_after.unwrap_or_else(|| self.policy.backoff(throttled_attempts));
                     if throttled_attempts >= self.policy.max_throttled_attempts || wait > self.policy.max_retry_after {
-                        return Err(SourceError::Throttled { attempts: throttled_attempts });
+                        return Err(SourceError::Throttled {
+                            attempts: throttled_attempts,
+                        });
                     }
                     debug!(?scope, wait_ms = wait.as_millis() as u64, "throttled");
                     self.gates.hold(&scope, wait);
@@ -265,11 +293,15 @@ impl GraphClient {
     fn resolve(&self, path_or_url: &str) -> Result<url::Url, SourceError> {
         let base = url::Url::parse(&self.graph_base()).map_err(|e| SourceError::Protocol(format!("graph url: {e}")))?;
         if path_or_url.starts_with('/') {
-            return url::Url::parse(&format!("{}{}", self.graph_base(), path_or_url)).map_err(|e| SourceError::Protocol(format!("bad path: {e}")));
+            return url::Url::parse(&format!("{}{}", self.graph_base(), path_or_url))
+                .map_err(|e| SourceError::Protocol(format!("bad path: {e}")));
         }
         let url = url::Url::parse(path_or_url).map_err(|e| SourceError::Protocol(format!("bad link: {e}")))?;
         if url.origin() != base.origin() {
-            return Err(SourceError::Protocol(format!("link leaves the Graph host: {}", url.origin().ascii_serialization())));
+            return Err(SourceError::Protocol(format!(
+                "link leaves the Graph host: {}",
+                url.origin().ascii_serialization()
+            )));
         }
         Ok(url)
     }
@@ -280,10 +312,18 @@ impl GraphClient {
             _ => None,
         };
         let _mailbox_permit = match &mailbox {
-            Some(sem) => Some(sem.acquire().await.map_err(|_| SourceError::Unavailable("client closed".into()))?),
+            Some(sem) => Some(
+                sem.acquire()
+                    .await
+                    .map_err(|_| SourceError::Unavailable("client closed".into()))?,
+            ),
             None => None,
         };
-        let _permit = self.in_flight.acquire().await.map_err(|_| SourceError::Unavailable("client closed".into()))?;
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| SourceError::Unavailable("client closed".into()))?;
         // Honour any Retry-After that arrived while this request waited for a permit.
         self.gates.wait_open(scope).await;
         let token = self.token().await?;
@@ -319,14 +359,22 @@ impl GraphClient {
         }
         let (code, message) = match serde_json::from_slice::<GraphErrorBody>(&body) {
             Ok(b) => (b.error.code, b.error.message),
-            Err(_) => (String::new(), String::from_utf8_lossy(&body).chars().take(200).collect()),
+            Err(_) => (
+                String::new(),
+                String::from_utf8_lossy(&body).chars().take(200).collect(),
+            ),
         };
         Ok(match status {
             429 => Attempt::Throttled(retry_after),
             503 if retry_after.is_some() => Attempt::Throttled(retry_after),
             401 if code == "InvalidAuthenticationToken" || code.is_empty() => Attempt::ExpiredToken,
             500..=599 => Attempt::Transient(format!("{status} {code}")),
-            401 => return Err(SourceError::Auth { code, description: message }),
+            401 => {
+                return Err(SourceError::Auth {
+                    code,
+                    description: message,
+                });
+            }
             403 => return Err(SourceError::Forbidden { code, message }),
             404 => return Err(SourceError::NotFound { code, message }),
             _ => return Err(SourceError::Api { status, code, message }),
@@ -351,9 +399,19 @@ fn without_url(e: &reqwest::Error) -> String {
         detail = s.to_string();
         source = s.source();
     }
-    if detail.is_empty() { kind.to_string() } else { format!("{kind}: {detail}") }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
 }
 
 fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or_default().trim().chars().take(300).collect()
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .take(300)
+        .collect()
 }

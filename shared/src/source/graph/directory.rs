@@ -43,7 +43,10 @@ impl Directory for GraphClient {
     }
 
     async fn has_mailbox(&self, user_id: &str) -> Result<bool, SourceError> {
-        match self.get_json(&format!("/users/{}/mailboxSettings", urlencoding::encode(user_id))).await {
+        match self
+            .get_json(&format!("/users/{}/mailboxSettings", urlencoding::encode(user_id)))
+            .await
+        {
             Ok(_) => Ok(true),
             Err(SourceError::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
@@ -51,10 +54,17 @@ impl Directory for GraphClient {
     }
 
     async fn drive_of(&self, user_id: &str) -> Result<Option<DirectoryDrive>, SourceError> {
-        match self.get_json(&format!("/users/{}/drive", urlencoding::encode(user_id))).await {
+        match self
+            .get_json(&format!("/users/{}/drive", urlencoding::encode(user_id)))
+            .await
+        {
             Ok(v) => {
                 let id = text(&v, "id").ok_or_else(|| SourceError::Protocol("drive without id".into()))?;
-                Ok(Some(DirectoryDrive { id, name: text(&v, "name").unwrap_or_else(|| "OneDrive".into()), web_url: text(&v, "webUrl") }))
+                Ok(Some(DirectoryDrive {
+                    id,
+                    name: text(&v, "name").unwrap_or_else(|| "OneDrive".into()),
+                    web_url: text(&v, "webUrl"),
+                }))
             }
             Err(SourceError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -62,13 +72,21 @@ impl Directory for GraphClient {
     }
 
     async fn sites(&self) -> Result<Vec<DirectorySite>, SourceError> {
-        let values = self.get_all("/sites/getAllSites?$select=id,displayName,name,webUrl&$top=200").await?;
+        let values = self
+            .get_all("/sites/getAllSites?$select=id,displayName,name,webUrl&$top=200")
+            .await?;
         values
             .iter()
             .map(|v| {
                 let id = text(v, "id").ok_or_else(|| SourceError::Protocol("site without id".into()))?;
-                let display_name = text(v, "displayName").or_else(|| text(v, "name")).unwrap_or_else(|| id.clone());
-                Ok(DirectorySite { id, display_name, web_url: text(v, "webUrl") })
+                let display_name = text(v, "displayName")
+                    .or_else(|| text(v, "name"))
+                    .unwrap_or_else(|| id.clone());
+                Ok(DirectorySite {
+                    id,
+                    display_name,
+                    web_url: text(v, "webUrl"),
+                })
             })
             .collect()
     }

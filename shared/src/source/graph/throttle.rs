@@ -24,14 +24,17 @@ impl Scope {
     /// The scope of a Graph path such as `/v1.0/users/{id}/mailboxSettings`.
     pub fn of_path(path: &str) -> Self {
         let rest = path.trim_start_matches('/');
-        let rest = rest.strip_prefix("v1.0/").or_else(|| rest.strip_prefix("beta/")).unwrap_or(rest);
+        let rest = rest
+            .strip_prefix("v1.0/")
+            .or_else(|| rest.strip_prefix("beta/"))
+            .unwrap_or(rest);
         let parts: Vec<&str> = rest.split('/').collect();
         match parts.as_slice() {
             ["users", id, resource, ..] => {
                 let resource = resource.split(['?', '(']).next().unwrap_or_default();
                 match resource {
-                    "mailboxSettings" | "mailFolders" | "messages" | "contactFolders" | "contacts" | "calendar" | "calendars" | "events"
-                    | "calendarView" => Self::Mailbox(id.to_string()),
+                    "mailboxSettings" | "mailFolders" | "messages" | "contactFolders" | "contacts" | "calendar"
+                    | "calendars" | "events" | "calendarView" => Self::Mailbox(id.to_string()),
                     "drive" | "drives" => Self::SharePoint,
                     _ => Self::Directory,
                 }
@@ -77,7 +80,9 @@ impl Gates {
     /// The semaphore limiting concurrent requests to one mailbox.
     pub fn mailbox(&self, id: &str) -> Arc<Semaphore> {
         let mut map = self.mailboxes.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(id.to_string()).or_insert_with(|| Arc::new(Semaphore::new(MAILBOX_CONCURRENCY))).clone()
+        map.entry(id.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(MAILBOX_CONCURRENCY)))
+            .clone()
     }
 }
 
@@ -87,8 +92,14 @@ mod tests {
 
     #[test]
     fn scopes_follow_the_throttling_limits() {
-        assert_eq!(Scope::of_path("/v1.0/users/u1/mailboxSettings"), Scope::Mailbox("u1".into()));
-        assert_eq!(Scope::of_path("/v1.0/users/u1/mailFolders/inbox/messages/delta"), Scope::Mailbox("u1".into()));
+        assert_eq!(
+            Scope::of_path("/v1.0/users/u1/mailboxSettings"),
+            Scope::Mailbox("u1".into())
+        );
+        assert_eq!(
+            Scope::of_path("/v1.0/users/u1/mailFolders/inbox/messages/delta"),
+            Scope::Mailbox("u1".into())
+        );
         assert_eq!(Scope::of_path("/v1.0/users/u1/drive"), Scope::SharePoint);
         assert_eq!(Scope::of_path("/v1.0/sites/getAllSites"), Scope::SharePoint);
         assert_eq!(Scope::of_path("/v1.0/users"), Scope::Directory);
