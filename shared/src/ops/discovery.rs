@@ -296,7 +296,7 @@ async fn scan_and_reconcile(
     // Users whose mailbox or drive could not be determined: their entities are left as they are.
     let mut undetermined: HashSet<String> = HashSet::new();
     let mut probes =
-        futures::stream::iter(users.iter().map(|user| probe(directory, user))).buffer_unordered(PROBE_CONCURRENCY);
+        futures::stream::iter(users.into_iter().map(|user| probe(directory, user))).buffer_unordered(PROBE_CONCURRENCY);
     let mut done = 0usize;
     while let Some((user, result)) = probes.next().await {
         done += 1;
@@ -367,10 +367,7 @@ async fn scan_and_reconcile(
     Ok(counts)
 }
 
-async fn probe<'a>(
-    directory: &dyn Directory,
-    user: &'a DirectoryUser,
-) -> (&'a DirectoryUser, Result<Vec<Found>, SourceError>) {
+async fn probe(directory: &dyn Directory, user: DirectoryUser) -> (DirectoryUser, Result<Vec<Found>, SourceError>) {
     // Guests have no mailbox or OneDrive that the API can reach (§A3): no probe.
     if user.guest {
         return (user, Ok(Vec::new()));
