@@ -1,0 +1,290 @@
+//! The end-to-end world: a fake Microsoft 365 tenant, the local stack (moto,
+//! resources from the SAM template, queue pollers calling the real handlers,
+//! the HTTP API), and a small HTTP client of the API. Every test starts its
+//! own world on its own loopback ports, so tests run in parallel.
+
+use anyhow::{Context as _, Result, bail};
+use fake_m365::{FakeM365, Options, Tenant};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use strata_local::{Running, Stack, StackOptions};
+
+/// The repository's root (where `infra/template.yaml` is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("../.."))
+}
+
+/// A running world.
+pub struct World {
+    pub fake: FakeM365,
+    pub stack: Stack,
+    pub running: Option<Running>,
+    pub api: Api,
+}
+
+/// What to start.
+pub struct WorldOptions {
+    pub tenant: Tenant,
+    pub fake: Options,
+    /// Environment overrides of the functions (on top of what the template gives).
+    pub env: BTreeMap<String, String>,
+    pub quiet: bool,
+}
+
+impl WorldOptions {
+    pub fn new(tenant: Tenant) -> Self {
+        Self { tenant, fake: Options::default(), env: BTreeMap::new(), quiet: true }
+    }
+}
+
+impl World {
+    pub async fn start(opts: WorldOptions) -> Result<Self> {
+        let fake = FakeM365::start(opts.tenant, opts.fake).await.context("start the fake Microsoft 365")?;
+        let stack = Stack::start(StackOptions {
+            repo_root: repo_root(),
+            stack_name: "strata-test".into(),
+            endpoint: None,
+            parameters: BTreeMap::new(),
+            failed_visibility_secs: Some(1),
+            quiet: opts.quiet,
+        })
+        .await
+        .context("start the local stack")?;
+        let mut env = strata_local::wire::local_overrides();
+        env.extend(opts.env);
+        let handlers = strata_local::wire::handlers(&stack, &env).await?;
+        let running = stack.run(handlers, Some("127.0.0.1:0".parse()?)).await?;
+        let base = running.api_url().context("the API is served")?;
+        Ok(Self { fake, stack, running: Some(running), api: Api::new(base) })
+    }
+
+    /// The deployment's one-time bootstrap token, as an operator reads it from Secrets Manager.
+    pub async fn bootstrap_token(&self) -> Result<String> {
+        let arn = self.stack.physical_id("BootstrapSecret").context("BootstrapSecret provisioned")?.to_string();
+        let client = aws_sdk_secretsmanager::Client::new(&self.stack.sdk_config());
+        let out = client.get_secret_value().secret_id(arn).send().await?;
+        Ok(out.secret_string().unwrap_or_default().to_string())
+    }
+
+    /// Signs up an account with its owner and signs in; returns a client carrying the session.
+    pub async fn sign_up(&self, account: &str, email: &str, password: &str, bootstrap: Option<&str>) -> Result<Api> {
+        let token = match bootstrap {
+            Some(t) => t.to_string(),
+            None => self.bootstrap_token().await?,
+        };
+        let (status, body) = self
+            .api
+            .post("/v1/signup", json!({"bootstrap_token": token, "account_name": account, "email": email, "password": password}))
+            .await?;
+        if status != 201 {
+            bail!("sign-up answered {status}: {body}");
+        }
+        self.sign_in(email, password, None).await
+    }
+
+    pub async fn sign_in(&self, email: &str, password: &str, totp: Option<&str>) -> Result<Api> {
+        let (status, body) =
+            self.api.post("/v1/sessions", json!({"email": email, "password": password, "totp_code": totp})).await?;
+        if status != 201 {
+            bail!("sign-in answered {status}: {body}");
+        }
+        let token = body["token"].as_str().context("token")?.to_string();
+        Ok(self.api.with_token(token))
+    }
+
+    /// The body of a connection to the fake tenant.
+    pub fn connection_body(&self, secret: &str) -> Value {
+        json!({
+            "tenant_id": self.fake.tenant_id(),
+            "client_id": self.fake.client_id(),
+            "client_secret": secret,
+            "login_url": self.fake.url(),
+            "graph_url": self.fake.url(),
+            "display_name": "Contoso (fake)",
+        })
+    }
+
+    /// Waits until every queue is drained and no handler runs.
+    pub async fn settle(&self) -> Result<()> {
+        self.running.as_ref().context("running")?.wait_idle(Duration::from_secs(600)).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+        self.fake.stop().await;
+    }
+}
+
+/// A client of the HTTP API.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl Api {
+    pub fn new(base: String) -> Self {
+        Self { base, http: reqwest::Client::new(), token: None }
+    }
+
+    pub fn with_token(&self, token: String) -> Self {
+        Self { token: Some(token), ..self.clone() }
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, Value)> {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Ok((status, value))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Result<(u16, Value)> {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+    pub async fn patch(&self, path: &str, body: Value) -> Result<(u16, Value)> {
+        self.send(reqwest::Method::PATCH, path, Some(body)).await
+    }
+    pub async fn delete(&self, path: &str) -> Result<(u16, Value)> {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Every entity, following the cursor.
+    pub async fn all_entities(&self, query: &str) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/entities?limit=500{query}");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let (status, body) = self.get(&path).await?;
+            if status != 200 {
+                bail!("list entities answered {status}: {body}");
+            }
+            out.extend(body["items"].as_array().cloned().unwrap_or_default());
+            match body["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Polls a connection's discovery until it has finished.
+    pub async fn wait_discovery(&self, connection_id: &str, timeout: Duration) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (status, body) = self.get(&format!("/v1/connections/{connection_id}/discovery")).await?;
+            if status != 200 {
+                bail!("discovery status answered {status}: {body}");
+            }
+            match body["state"].as_str() {
+                Some("succeeded") | Some("failed") => return Ok(body),
+                _ if tokio::time::Instant::now() > deadline => bail!("discovery did not finish in time: {body}"),
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+}
+
+/// The TOTP code of a base32 secret `offset_secs` from now (what an authenticator app shows).
+pub fn totp_code(secret_base32: &str, email: &str, offset_secs: u64) -> Result<String> {
+    let bytes = totp_rs::Secret::Encoded(secret_base32.to_string()).to_bytes().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let totp = totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes, Some("Strata".into()), email.to_string())
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    Ok(totp.generate(now + offset_secs))
+}
+
+/// What discovery must find in a tenant.
+#[derive(Debug, Default)]
+pub struct Expected {
+    pub mailboxes: usize,
+    pub onedrives: usize,
+    pub sites: usize,
+    pub shared_mailboxes: usize,
+    /// Ids of users without a mailbox (guests, unlicensed).
+    pub without_mailbox: Vec<String>,
+    /// Ids of users without a OneDrive.
+    pub without_onedrive: Vec<String>,
+}
+
+impl Expected {
+    pub fn kinds(&self) -> BTreeMap<String, usize> {
+        [("mailbox", self.mailboxes), ("onedrive", self.onedrives), ("site", self.sites)]
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| (k.to_string(), n))
+            .collect()
+    }
+}
+
+/// The entities a correct discovery finds in `tenant`, from the fake's ground truth.
+pub fn expected_entities(tenant: &Tenant) -> Expected {
+    let mut e = Expected { sites: tenant.sites.len(), ..Default::default() };
+    for u in &tenant.users {
+        if u.kind.has_mailbox() {
+            e.mailboxes += 1;
+        } else {
+            e.without_mailbox.push(u.id.clone());
+        }
+        if u.kind.has_onedrive() {
+            e.onedrives += 1;
+        } else {
+            e.without_onedrive.push(u.id.clone());
+        }
+        if u.kind == fake_m365::UserKind::SharedMailbox {
+            e.shared_mailboxes += 1;
+        }
+    }
+    e
+}
+
+pub fn sizes(users: usize, sites: usize) -> fake_m365::Sizes {
+    fake_m365::Sizes { users, sites }
+}
+
+/// The fake at the real limits, with the throttling windows scaled down
+/// (a minute of SharePoint resource units lasts 3 s) and one Outlook request
+/// in 50 answered 429 with `Retry-After: 1`.
+pub fn throttling_options() -> Options {
+    Options {
+        time_scale: 0.05,
+        throttle: true,
+        seed: 11,
+        faults: fake_m365::Faults {
+            rules: vec![fake_m365::FaultRule {
+                path_contains: Some("/mailboxSettings".into()),
+                kind: fake_m365::FaultKind::Status { status: 429, retry_after_secs: Some(1) },
+                probability: 0.02,
+                remaining: Some(40),
+            }],
+        },
+        ..Options::default()
+    }
+}
+
+/// A licensed user that was not in the tenant.
+pub fn new_licensed_user(name: &str) -> fake_m365::User {
+    let id = format!("00000000-0000-4000-8000-{:012}", name.len());
+    fake_m365::User::new(id, format!("{name}@contoso.onmicrosoft.com"), name, fake_m365::UserKind::Licensed)
+}
