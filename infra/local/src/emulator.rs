@@ -26,13 +26,24 @@ pub async fn moto_server(repo_root: &Path) -> Result<PathBuf> {
     }
     eprintln!("installing the AWS emulator (moto[server]) into {}", venv.display());
     if !venv.join("bin").join("python").exists() {
-        let status = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().await.context("run python3 -m venv (is python3 installed?)")?;
+        let status = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .await
+            .context("run python3 -m venv (is python3 installed?)")?;
         if !status.success() {
             bail!("python3 -m venv {} failed", venv.display());
         }
     }
     let status = Command::new(venv.join("bin").join("pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", "moto[server]>=5.1,<6"])
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "moto[server]>=5.1,<6",
+        ])
         .status()
         .await
         .context("run pip")?;
@@ -51,7 +62,10 @@ impl Emulator {
     /// Uses `endpoint` when given, otherwise starts moto on a free port.
     pub async fn start(repo_root: &Path, endpoint: Option<String>) -> Result<Self> {
         if let Some(endpoint) = endpoint {
-            return Ok(Self { endpoint: endpoint.trim_end_matches('/').to_string(), child: None });
+            return Ok(Self {
+                endpoint: endpoint.trim_end_matches('/').to_string(),
+                child: None,
+            });
         }
         let server = moto_server(repo_root).await?;
         let mut last_error = None;
@@ -72,7 +86,10 @@ impl Emulator {
                     break;
                 }
                 if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                    return Ok(Self { endpoint: format!("http://127.0.0.1:{port}"), child: Some(child) });
+                    return Ok(Self {
+                        endpoint: format!("http://127.0.0.1:{port}"),
+                        child: Some(child),
+                    });
                 }
                 if tokio::time::Instant::now() > deadline {
                     last_error = Some("moto did not start within 60 s".into());

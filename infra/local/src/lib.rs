@@ -65,7 +65,13 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
         .region(aws_config::Region::new(template::REGION))
         .endpoint_url(endpoint);
     if std::env::var("AWS_ACCESS_KEY_ID").is_err() {
-        loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "strata-local"));
+        loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "strata-local",
+        ));
     }
     loader.load().await
 }
@@ -83,8 +89,17 @@ impl Stack {
         }
         let emulator = emulator::Emulator::start(&options.repo_root, options.endpoint.clone()).await?;
         let sdk = sdk_config(&emulator.endpoint).await;
-        let physical = provision::provision(&sdk, &template, &options.stack_name, &parameters).await.context("provision the template's resources")?;
-        Ok(Self { options, template, parameters, physical, sdk, emulator })
+        let physical = provision::provision(&sdk, &template, &options.stack_name, &parameters)
+            .await
+            .context("provision the template's resources")?;
+        Ok(Self {
+            options,
+            template,
+            parameters,
+            physical,
+            sdk,
+            emulator,
+        })
     }
 
     pub fn endpoint(&self) -> &str {
@@ -109,13 +124,21 @@ impl Stack {
     }
 
     fn resolver(&self) -> template::Resolver<'_> {
-        template::Resolver { stack_name: &self.options.stack_name, parameters: &self.parameters, physical: &self.physical }
+        template::Resolver {
+            stack_name: &self.options.stack_name,
+            parameters: &self.parameters,
+            physical: &self.physical,
+        }
     }
 
     /// A function's environment as Lambda would give it: the template's
     /// `Globals` and own variables resolved, plus the emulator's endpoint.
     pub fn function_env(&self, function: &str) -> Result<BTreeMap<String, String>> {
-        let resource = self.template.resources.get(function).with_context(|| format!("no function {function} in the template"))?;
+        let resource = self
+            .template
+            .resources
+            .get(function)
+            .with_context(|| format!("no function {function} in the template"))?;
         let resolver = self.resolver();
         let mut env = BTreeMap::new();
         let own = resource.prop("Environment").and_then(|e| e.get("Variables"));
@@ -123,7 +146,12 @@ impl Stack {
             if let Some(map) = vars.as_mapping() {
                 for (k, v) in map {
                     let key = k.as_str().context("variable name")?.to_string();
-                    env.insert(key.clone(), resolver.string(v).with_context(|| format!("{function}: variable {key}"))?);
+                    env.insert(
+                        key.clone(),
+                        resolver
+                            .string(v)
+                            .with_context(|| format!("{function}: variable {key}"))?,
+                    );
                 }
             }
         }
@@ -138,7 +166,11 @@ impl Stack {
     }
 
     /// As [`Stack::run`], and fires the schedules on their timetable.
-    pub async fn run_with_schedules(&self, handlers: HashMap<String, Handler>, api_addr: Option<SocketAddr>) -> Result<Running> {
+    pub async fn run_with_schedules(
+        &self,
+        handlers: HashMap<String, Handler>,
+        api_addr: Option<SocketAddr>,
+    ) -> Result<Running> {
         runner::start(self, handlers, api_addr, true).await
     }
 
@@ -146,7 +178,10 @@ impl Stack {
     pub async fn fire(&self, schedule: &str) -> Result<()> {
         let schedules = schedule::schedules(self)?;
         let s = schedules.iter().find(|s| s.logical_id == schedule).with_context(|| {
-            format!("no schedule {schedule}; the template has {:?}", schedules.iter().map(|s| &s.logical_id).collect::<Vec<_>>())
+            format!(
+                "no schedule {schedule}; the template has {:?}",
+                schedules.iter().map(|s| &s.logical_id).collect::<Vec<_>>()
+            )
         })?;
         s.fire(&self.sdk).await
     }

@@ -48,16 +48,33 @@ pub struct Mapping {
 pub fn mappings(stack: &Stack) -> Result<Vec<Mapping>> {
     let mut out = Vec::new();
     for f in stack.template().of_kind("AWS::Serverless::Function") {
-        let Some(events) = f.prop("Events").and_then(|e| e.as_mapping()) else { continue };
+        let Some(events) = f.prop("Events").and_then(|e| e.as_mapping()) else {
+            continue;
+        };
         for (_, event) in events {
             if event.get("Type").and_then(|t| t.as_str()) != Some("SQS") {
                 continue;
             }
             let props = event.get("Properties").context("SQS event properties")?;
-            let queue_id = props.get("Queue").and_then(referenced_id).with_context(|| format!("{}: SQS event needs !GetAtt Queue.Arn", f.logical_id))?;
-            let queue = stack.physical().get(&queue_id).with_context(|| format!("queue {queue_id} not provisioned"))?;
-            let queue_props = &stack.template().resources.get(&queue_id).context("queue in template")?.properties;
-            let batch_size = props.get("BatchSize").and_then(|b| b.as_i64()).unwrap_or(10).clamp(1, 10) as i32;
+            let queue_id = props
+                .get("Queue")
+                .and_then(referenced_id)
+                .with_context(|| format!("{}: SQS event needs !GetAtt Queue.Arn", f.logical_id))?;
+            let queue = stack
+                .physical()
+                .get(&queue_id)
+                .with_context(|| format!("queue {queue_id} not provisioned"))?;
+            let queue_props = &stack
+                .template()
+                .resources
+                .get(&queue_id)
+                .context("queue in template")?
+                .properties;
+            let batch_size = props
+                .get("BatchSize")
+                .and_then(|b| b.as_i64())
+                .unwrap_or(10)
+                .clamp(1, 10) as i32;
             let report_failures = props
                 .get("FunctionResponseTypes")
                 .and_then(|t| t.as_sequence())
@@ -69,7 +86,10 @@ pub fn mappings(stack: &Stack) -> Result<Vec<Mapping>> {
                 queue_arn: queue.attrs.get("Arn").cloned().unwrap_or_default(),
                 batch_size,
                 report_failures,
-                visibility_timeout: queue_props.get("VisibilityTimeout").and_then(|v| v.as_i64()).unwrap_or(30) as i32,
+                visibility_timeout: queue_props
+                    .get("VisibilityTimeout")
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or(30) as i32,
             });
         }
     }
@@ -117,7 +137,11 @@ impl Running {
                 .send()
                 .await
                 .map_err(|e| anyhow::anyhow!("queue attributes: {}", aws_sdk_sqs::error::DisplayErrorContext(e)))?;
-            for v in out.attributes().map(|a| a.values().cloned().collect::<Vec<_>>()).unwrap_or_default() {
+            for v in out
+                .attributes()
+                .map(|a| a.values().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+            {
                 total += v.parse::<u64>().unwrap_or(0);
             }
         }
@@ -149,7 +173,12 @@ impl Running {
     }
 }
 
-pub(crate) async fn start(stack: &Stack, mut handlers: HashMap<String, Handler>, api_addr: Option<SocketAddr>, schedules: bool) -> Result<Running> {
+pub(crate) async fn start(
+    stack: &Stack,
+    mut handlers: HashMap<String, Handler>,
+    api_addr: Option<SocketAddr>,
+    schedules: bool,
+) -> Result<Running> {
     let sdk = stack.shared_sdk();
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let (stop, stop_rx) = watch::channel(false);
@@ -160,22 +189,40 @@ pub(crate) async fn start(stack: &Stack, mut handlers: HashMap<String, Handler>,
     let mut served = HashSet::new();
     for mapping in mappings(stack)? {
         let Some(Handler::Sqs(handler)) = handlers.get(&mapping.function) else {
-            bail!("function {} has an SQS event but no SQS handler was given", mapping.function);
+            bail!(
+                "function {} has an SQS event but no SQS handler was given",
+                mapping.function
+            );
         };
         served.insert(mapping.function.clone());
         queues.push(mapping.queue_url.clone());
-        let poller = Poller { mapping, handler: handler.clone(), sqs: sqs.clone(), stats: stats.clone(), failed_visibility: stack.options.failed_visibility_secs, quiet };
+        let poller = Poller {
+            mapping,
+            handler: handler.clone(),
+            sqs: sqs.clone(),
+            stats: stats.clone(),
+            failed_visibility: stack.options.failed_visibility_secs,
+            quiet,
+        };
         tasks.push(tokio::spawn(poller.run(stop_rx.clone())));
     }
     let mut api_url = None;
     if let Some(addr) = api_addr {
-        let http: Vec<String> = handlers.iter().filter(|(_, h)| matches!(h, Handler::Http(_))).map(|(k, _)| k.clone()).collect();
+        let http: Vec<String> = handlers
+            .iter()
+            .filter(|(_, h)| matches!(h, Handler::Http(_)))
+            .map(|(k, _)| k.clone())
+            .collect();
         let [function] = http.as_slice() else {
             bail!("serving the API needs exactly one HTTP handler, got {http:?}");
         };
-        let Some(Handler::Http(router)) = handlers.remove(function) else { bail!("HTTP handler vanished") };
+        let Some(Handler::Http(router)) = handlers.remove(function) else {
+            bail!("HTTP handler vanished")
+        };
         served.insert(function.clone());
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind the API on {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind the API on {addr}"))?;
         let local = listener.local_addr()?;
         api_url = Some(format!("http://{local}"));
         let mut rx = stop_rx.clone();
@@ -208,7 +255,14 @@ pub(crate) async fn start(stack: &Stack, mut handlers: HashMap<String, Handler>,
             println!("note       {f} has no local handler wired; its events are not run");
         }
     }
-    Ok(Running { api_url, stats, stop, tasks, queues, sqs })
+    Ok(Running {
+        api_url,
+        stats,
+        stop,
+        tasks,
+        queues,
+        sqs,
+    })
 }
 
 /// A spinner while handlers run (long discoveries), on terminals only.
@@ -291,7 +345,10 @@ impl Poller {
             record.receipt_handle = m.receipt_handle.clone();
             record.body = m.body.clone();
             record.md5_of_body = m.md5_of_body.clone();
-            record.attributes = m.attributes().map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), v.clone())).collect()).unwrap_or_default();
+            record.attributes = m
+                .attributes()
+                .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), v.clone())).collect())
+                .unwrap_or_default();
             record.event_source = Some("aws:sqs".into());
             record.event_source_arn = Some(self.mapping.queue_arn.clone());
             record.aws_region = Some(crate::template::REGION.into());
@@ -303,33 +360,64 @@ impl Poller {
         let result = (self.handler)(event).await;
         let ms = started.elapsed().as_millis();
         let failed: HashSet<String> = match &result {
-            Ok(response) if self.mapping.report_failures => response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect(),
+            Ok(response) if self.mapping.report_failures => response
+                .batch_item_failures
+                .iter()
+                .map(|f| f.item_identifier.clone())
+                .collect(),
             Ok(_) => HashSet::new(),
             Err(_) => messages.iter().filter_map(|m| m.message_id.clone()).collect(),
         };
         for m in &messages {
             let id = m.message_id.clone().unwrap_or_default();
             let receipt = m.receipt_handle.clone().unwrap_or_default();
-            let receives = m.attributes().and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount)).cloned().unwrap_or_else(|| "?".into());
+            let receives = m
+                .attributes()
+                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                .cloned()
+                .unwrap_or_else(|| "?".into());
             let short: String = id.chars().take(8).collect();
             if failed.contains(&id) {
                 self.stats.messages_failed.fetch_add(1, Ordering::Relaxed);
                 if let Some(secs) = self.failed_visibility {
-                    let _ = self.sqs.change_message_visibility().queue_url(&self.mapping.queue_url).receipt_handle(&receipt).visibility_timeout(secs).send().await;
+                    let _ = self
+                        .sqs
+                        .change_message_visibility()
+                        .queue_url(&self.mapping.queue_url)
+                        .receipt_handle(&receipt)
+                        .visibility_timeout(secs)
+                        .send()
+                        .await;
                 }
                 if !self.quiet {
                     let why = match &result {
                         Err(e) => format!("{e:#}"),
                         Ok(_) => "reported in batchItemFailures".into(),
                     };
-                    println!("{:<20} msg {short} failed (receive {receives}) {ms} ms: {why}", self.mapping.function);
+                    println!(
+                        "{:<20} msg {short} failed (receive {receives}) {ms} ms: {why}",
+                        self.mapping.function
+                    );
                 }
             } else {
-                let deleted = self.sqs.delete_message().queue_url(&self.mapping.queue_url).receipt_handle(&receipt).send().await;
+                let deleted = self
+                    .sqs
+                    .delete_message()
+                    .queue_url(&self.mapping.queue_url)
+                    .receipt_handle(&receipt)
+                    .send()
+                    .await;
                 self.stats.messages_ok.fetch_add(1, Ordering::Relaxed);
                 if !self.quiet {
-                    let note = if deleted.is_err() { " (delete failed: will be redelivered)" } else { "" };
-                    println!("{:<20} msg {short} ok (receive {receives}) {ms} ms{note}", self.mapping.function);
+                    let note = if deleted.is_err() {
+                        " (delete failed: will be redelivered)"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "{:<20} msg {short} ok (receive {receives}) {ms} ms{note}",
+                        self.mapping.function
+                    );
                 }
             }
         }

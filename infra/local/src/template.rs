@@ -42,12 +42,29 @@ impl Template {
     pub fn parse(text: &str) -> Result<Self> {
         let doc: Value = serde_yaml::from_str(text).context("parse the template")?;
         let mut resources = BTreeMap::new();
-        let items = doc.get("Resources").and_then(Value::as_mapping).context("template has no Resources")?;
+        let items = doc
+            .get("Resources")
+            .and_then(Value::as_mapping)
+            .context("template has no Resources")?;
         for (id, body) in items {
             let logical_id = id.as_str().context("resource id")?.to_string();
-            let kind = body.get("Type").and_then(Value::as_str).with_context(|| format!("{logical_id} has no Type"))?.to_string();
-            let properties = body.get("Properties").cloned().unwrap_or(Value::Mapping(Default::default()));
-            resources.insert(logical_id.clone(), Resource { logical_id, kind, properties });
+            let kind = body
+                .get("Type")
+                .and_then(Value::as_str)
+                .with_context(|| format!("{logical_id} has no Type"))?
+                .to_string();
+            let properties = body
+                .get("Properties")
+                .cloned()
+                .unwrap_or(Value::Mapping(Default::default()));
+            resources.insert(
+                logical_id.clone(),
+                Resource {
+                    logical_id,
+                    kind,
+                    properties,
+                },
+            );
         }
         let mut parameters = BTreeMap::new();
         if let Some(params) = doc.get("Parameters").and_then(Value::as_mapping) {
@@ -63,7 +80,11 @@ impl Template {
             .and_then(|e| e.get("Variables"))
             .cloned()
             .unwrap_or(Value::Null);
-        Ok(Self { resources, parameters, globals_env })
+        Ok(Self {
+            resources,
+            parameters,
+            globals_env,
+        })
     }
 
     pub fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Resource> + 'a {
@@ -72,7 +93,9 @@ impl Template {
 
     /// The serverless functions' logical ids.
     pub fn functions(&self) -> Vec<String> {
-        self.of_kind("AWS::Serverless::Function").map(|r| r.logical_id.clone()).collect()
+        self.of_kind("AWS::Serverless::Function")
+            .map(|r| r.logical_id.clone())
+            .collect()
     }
 }
 
@@ -114,13 +137,25 @@ impl Resolver<'_> {
         if let Some(v) = self.parameters.get(name) {
             return Ok(v.clone());
         }
-        self.physical.get(name).map(|p| p.id.clone()).ok_or_else(|| anyhow!("Ref {name}: not provisioned"))
+        self.physical
+            .get(name)
+            .map(|p| p.id.clone())
+            .ok_or_else(|| anyhow!("Ref {name}: not provisioned"))
     }
 
     fn get_att(&self, target: &str) -> Result<String> {
-        let (id, attr) = target.split_once('.').ok_or_else(|| anyhow!("GetAtt {target}: expected Resource.Attribute"))?;
-        let physical = self.physical.get(id).ok_or_else(|| anyhow!("GetAtt {target}: {id} not provisioned"))?;
-        physical.attrs.get(attr).cloned().ok_or_else(|| anyhow!("GetAtt {target}: no attribute {attr}"))
+        let (id, attr) = target
+            .split_once('.')
+            .ok_or_else(|| anyhow!("GetAtt {target}: expected Resource.Attribute"))?;
+        let physical = self
+            .physical
+            .get(id)
+            .ok_or_else(|| anyhow!("GetAtt {target}: {id} not provisioned"))?;
+        physical
+            .attrs
+            .get(attr)
+            .cloned()
+            .ok_or_else(|| anyhow!("GetAtt {target}: no attribute {attr}"))
     }
 
     fn sub(&self, text: &str) -> Result<String> {
@@ -128,9 +163,16 @@ impl Resolver<'_> {
         let mut rest = text;
         while let Some(start) = rest.find("${") {
             out.push_str(&rest[..start]);
-            let end = rest[start..].find('}').ok_or_else(|| anyhow!("Sub {text}: unclosed ${{"))? + start;
+            let end = rest[start..]
+                .find('}')
+                .ok_or_else(|| anyhow!("Sub {text}: unclosed ${{"))?
+                + start;
             let name = &rest[start + 2..end];
-            let value = if name.contains('.') { self.get_att(name)? } else { self.reference(name)? };
+            let value = if name.contains('.') {
+                self.get_att(name)?
+            } else {
+                self.reference(name)?
+            };
             out.push_str(&value);
             rest = &rest[end + 1..];
         }
@@ -156,7 +198,9 @@ impl Resolver<'_> {
                     "Ref" => self.reference(inner.as_str().context("!Ref needs a name")?)?,
                     "GetAtt" => match inner {
                         Value::String(s) => self.get_att(s)?,
-                        Value::Sequence(parts) => self.get_att(&parts.iter().map(scalar_string).collect::<Vec<_>>().join("."))?,
+                        Value::Sequence(parts) => {
+                            self.get_att(&parts.iter().map(scalar_string).collect::<Vec<_>>().join("."))?
+                        }
                         _ => bail!("!GetAtt needs Resource.Attribute"),
                     },
                     "Sub" => self.sub(inner.as_str().context("!Sub needs a string")?)?,
@@ -168,7 +212,9 @@ impl Resolver<'_> {
             Value::Mapping(map) if map.len() == 1 => {
                 let (key, inner) = map.iter().next().context("one entry")?;
                 match key.as_str() {
-                    Some("Ref") => Ok(Value::String(self.reference(inner.as_str().context("Ref needs a name")?)?)),
+                    Some("Ref") => Ok(Value::String(
+                        self.reference(inner.as_str().context("Ref needs a name")?)?,
+                    )),
                     Some("Fn::GetAtt") => {
                         let target = match inner {
                             Value::Sequence(parts) => parts.iter().map(scalar_string).collect::<Vec<_>>().join("."),
@@ -176,7 +222,9 @@ impl Resolver<'_> {
                         };
                         Ok(Value::String(self.get_att(&target)?))
                     }
-                    Some("Fn::Sub") => Ok(Value::String(self.sub(inner.as_str().context("Fn::Sub needs a string")?)?)),
+                    Some("Fn::Sub") => Ok(Value::String(
+                        self.sub(inner.as_str().context("Fn::Sub needs a string")?)?,
+                    )),
                     Some("Fn::Join") => Ok(Value::String(self.join(inner)?)),
                     _ => {
                         let mut out = serde_yaml::Mapping::new();
@@ -192,7 +240,9 @@ impl Resolver<'_> {
                 }
                 Ok(Value::Mapping(out))
             }
-            Value::Sequence(items) => Ok(Value::Sequence(items.iter().map(|v| self.resolve(v)).collect::<Result<_>>()?)),
+            Value::Sequence(items) => Ok(Value::Sequence(
+                items.iter().map(|v| self.resolve(v)).collect::<Result<_>>()?,
+            )),
             other => Ok(other.clone()),
         }
     }
@@ -201,7 +251,11 @@ impl Resolver<'_> {
         let parts = inner.as_sequence().context("Join needs [separator, [values]]")?;
         let separator = parts.first().map(scalar_string).unwrap_or_default();
         let values = parts.get(1).and_then(Value::as_sequence).context("Join needs a list")?;
-        Ok(values.iter().map(|v| self.string(v)).collect::<Result<Vec<_>>>()?.join(&separator))
+        Ok(values
+            .iter()
+            .map(|v| self.string(v))
+            .collect::<Result<Vec<_>>>()?
+            .join(&separator))
     }
 }
 
@@ -252,9 +306,16 @@ Resources:
         let mut physical = BTreeMap::new();
         physical.insert(
             "Q".to_string(),
-            Physical { id: "http://q".into(), attrs: BTreeMap::from([("Arn".into(), "arn:q".into()), ("QueueName".into(), "q".into())]) },
+            Physical {
+                id: "http://q".into(),
+                attrs: BTreeMap::from([("Arn".into(), "arn:q".into()), ("QueueName".into(), "q".into())]),
+            },
         );
-        let r = Resolver { stack_name: "s", parameters: &params, physical: &physical };
+        let r = Resolver {
+            stack_name: "s",
+            parameters: &params,
+            physical: &physical,
+        };
         let props = r.resolve(&t.resources["Q"].properties).expect("resolve");
         assert_eq!(props["Name"].as_str(), Some("s-q-off"));
         assert_eq!(props["Arn"].as_str(), Some("arn:q"));

@@ -16,7 +16,8 @@ pub fn local_overrides() -> BTreeMap<String, String> {
 pub fn context(stack: &Stack, function: &str, overrides: &BTreeMap<String, String>) -> Result<strata::Context> {
     let mut env = stack.function_env(function)?;
     env.extend(overrides.clone());
-    let config = strata::Config::from_lookup(|k| env.get(k).cloned()).with_context(|| format!("configuration of {function}"))?;
+    let config =
+        strata::Config::from_lookup(|k| env.get(k).cloned()).with_context(|| format!("configuration of {function}"))?;
     Ok(strata::Context::from_sdk(config, &stack.sdk_config())?)
 }
 

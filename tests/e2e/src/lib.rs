@@ -13,7 +13,10 @@ use strata_local::{Running, Stack, StackOptions};
 
 /// The repository's root (where `infra/template.yaml` is).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("../.."))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("../.."))
 }
 
 /// A running world.
@@ -35,13 +38,20 @@ pub struct WorldOptions {
 
 impl WorldOptions {
     pub fn new(tenant: Tenant) -> Self {
-        Self { tenant, fake: Options::default(), env: BTreeMap::new(), quiet: true }
+        Self {
+            tenant,
+            fake: Options::default(),
+            env: BTreeMap::new(),
+            quiet: true,
+        }
     }
 }
 
 impl World {
     pub async fn start(opts: WorldOptions) -> Result<Self> {
-        let fake = FakeM365::start(opts.tenant, opts.fake).await.context("start the fake Microsoft 365")?;
+        let fake = FakeM365::start(opts.tenant, opts.fake)
+            .await
+            .context("start the fake Microsoft 365")?;
         let stack = Stack::start(StackOptions {
             repo_root: repo_root(),
             stack_name: "strata-test".into(),
@@ -57,12 +67,21 @@ impl World {
         let handlers = strata_local::wire::handlers(&stack, &env).await?;
         let running = stack.run(handlers, Some("127.0.0.1:0".parse()?)).await?;
         let base = running.api_url().context("the API is served")?;
-        Ok(Self { fake, stack, running: Some(running), api: Api::new(base) })
+        Ok(Self {
+            fake,
+            stack,
+            running: Some(running),
+            api: Api::new(base),
+        })
     }
 
     /// The deployment's one-time bootstrap token, as an operator reads it from Secrets Manager.
     pub async fn bootstrap_token(&self) -> Result<String> {
-        let arn = self.stack.physical_id("BootstrapSecret").context("BootstrapSecret provisioned")?.to_string();
+        let arn = self
+            .stack
+            .physical_id("BootstrapSecret")
+            .context("BootstrapSecret provisioned")?
+            .to_string();
         let client = aws_sdk_secretsmanager::Client::new(&self.stack.sdk_config());
         let out = client.get_secret_value().secret_id(arn).send().await?;
         Ok(out.secret_string().unwrap_or_default().to_string())
@@ -76,7 +95,10 @@ impl World {
         };
         let (status, body) = self
             .api
-            .post("/v1/signup", json!({"bootstrap_token": token, "account_name": account, "email": email, "password": password}))
+            .post(
+                "/v1/signup",
+                json!({"bootstrap_token": token, "account_name": account, "email": email, "password": password}),
+            )
             .await?;
         if status != 201 {
             bail!("sign-up answered {status}: {body}");
@@ -85,8 +107,13 @@ impl World {
     }
 
     pub async fn sign_in(&self, email: &str, password: &str, totp: Option<&str>) -> Result<Api> {
-        let (status, body) =
-            self.api.post("/v1/sessions", json!({"email": email, "password": password, "totp_code": totp})).await?;
+        let (status, body) = self
+            .api
+            .post(
+                "/v1/sessions",
+                json!({"email": email, "password": password, "totp_code": totp}),
+            )
+            .await?;
         if status != 201 {
             bail!("sign-in answered {status}: {body}");
         }
@@ -108,7 +135,11 @@ impl World {
 
     /// Waits until every queue is drained and no handler runs.
     pub async fn settle(&self) -> Result<()> {
-        self.running.as_ref().context("running")?.wait_idle(Duration::from_secs(600)).await
+        self.running
+            .as_ref()
+            .context("running")?
+            .wait_idle(Duration::from_secs(600))
+            .await
     }
 
     pub async fn stop(mut self) {
@@ -129,11 +160,18 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: String) -> Self {
-        Self { base, http: reqwest::Client::new(), token: None }
+        Self {
+            base,
+            http: reqwest::Client::new(),
+            token: None,
+        }
     }
 
     pub fn with_token(&self, token: String) -> Self {
-        Self { token: Some(token), ..self.clone() }
+        Self {
+            token: Some(token),
+            ..self.clone()
+        }
     }
 
     pub fn token(&self) -> Option<&str> {
@@ -151,7 +189,11 @@ impl Api {
         let resp = req.send().await?;
         let status = resp.status().as_u16();
         let text = resp.text().await?;
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         Ok((status, value))
     }
 
@@ -208,10 +250,22 @@ impl Api {
 
 /// The TOTP code of a base32 secret `offset_secs` from now (what an authenticator app shows).
 pub fn totp_code(secret_base32: &str, email: &str, offset_secs: u64) -> Result<String> {
-    let bytes = totp_rs::Secret::Encoded(secret_base32.to_string()).to_bytes().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let totp = totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes, Some("Strata".into()), email.to_string())
+    let bytes = totp_rs::Secret::Encoded(secret_base32.to_string())
+        .to_bytes()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let totp = totp_rs::TOTP::new(
+        totp_rs::Algorithm::SHA1,
+        6,
+        1,
+        30,
+        bytes,
+        Some("Strata".into()),
+        email.to_string(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     Ok(totp.generate(now + offset_secs))
 }
 
@@ -230,17 +284,24 @@ pub struct Expected {
 
 impl Expected {
     pub fn kinds(&self) -> BTreeMap<String, usize> {
-        [("mailbox", self.mailboxes), ("onedrive", self.onedrives), ("site", self.sites)]
-            .into_iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(k, n)| (k.to_string(), n))
-            .collect()
+        [
+            ("mailbox", self.mailboxes),
+            ("onedrive", self.onedrives),
+            ("site", self.sites),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| (k.to_string(), n))
+        .collect()
     }
 }
 
 /// The entities a correct discovery finds in `tenant`, from the fake's ground truth.
 pub fn expected_entities(tenant: &Tenant) -> Expected {
-    let mut e = Expected { sites: tenant.sites.len(), ..Default::default() };
+    let mut e = Expected {
+        sites: tenant.sites.len(),
+        ..Default::default()
+    };
     for u in &tenant.users {
         if u.kind.has_mailbox() {
             e.mailboxes += 1;
@@ -274,7 +335,10 @@ pub fn throttling_options() -> Options {
         faults: fake_m365::Faults {
             rules: vec![fake_m365::FaultRule {
                 path_contains: Some("/mailboxSettings".into()),
-                kind: fake_m365::FaultKind::Status { status: 429, retry_after_secs: Some(1) },
+                kind: fake_m365::FaultKind::Status {
+                    status: 429,
+                    retry_after_secs: Some(1),
+                },
                 probability: 0.02,
                 remaining: Some(40),
             }],
@@ -286,5 +350,10 @@ pub fn throttling_options() -> Options {
 /// A licensed user that was not in the tenant.
 pub fn new_licensed_user(name: &str) -> fake_m365::User {
     let id = format!("00000000-0000-4000-8000-{:012}", name.len());
-    fake_m365::User::new(id, format!("{name}@contoso.onmicrosoft.com"), name, fake_m365::UserKind::Licensed)
+    fake_m365::User::new(
+        id,
+        format!("{name}@contoso.onmicrosoft.com"),
+        name,
+        fake_m365::UserKind::Licensed,
+    )
 }

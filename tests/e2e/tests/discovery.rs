@@ -11,20 +11,39 @@ const PASSWORD: &str = "correct horse battery staple";
 async fn send(world: &World, body: &Value) {
     let url = world.stack.physical_id("DiscoveryQueue").expect("queue").to_string();
     let sqs = aws_sdk_sqs::Client::new(&world.stack.sdk_config());
-    sqs.send_message().queue_url(url).message_body(body.to_string()).send().await.expect("send");
+    sqs.send_message()
+        .queue_url(url)
+        .message_body(body.to_string())
+        .send()
+        .await
+        .expect("send");
 }
 
 fn by_id(entities: Vec<Value>) -> std::collections::BTreeMap<String, Value> {
-    entities.into_iter().map(|e| (e["id"].as_str().unwrap_or_default().to_string(), e)).collect()
+    entities
+        .into_iter()
+        .map(|e| (e["id"].as_str().unwrap_or_default().to_string(), e))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redelivered_discovery_message_changes_nothing() {
-    let world = World::start(WorldOptions::new(fake_m365::Tenant::small_demo())).await.expect("world");
-    let admin = world.sign_up("Contoso", "owner@contoso.test", PASSWORD, None).await.expect("sign up");
-    let (_, conn) = admin.post("/v1/connections", world.connection_body(&world.fake.client_secret())).await.expect("connect");
+    let world = World::start(WorldOptions::new(fake_m365::Tenant::small_demo()))
+        .await
+        .expect("world");
+    let admin = world
+        .sign_up("Contoso", "owner@contoso.test", PASSWORD, None)
+        .await
+        .expect("sign up");
+    let (_, conn) = admin
+        .post("/v1/connections", world.connection_body(&world.fake.client_secret()))
+        .await
+        .expect("connect");
     let conn_id = conn["id"].as_str().expect("id").to_string();
-    let done = admin.wait_discovery(&conn_id, Duration::from_secs(120)).await.expect("discovery");
+    let done = admin
+        .wait_discovery(&conn_id, Duration::from_secs(120))
+        .await
+        .expect("discovery");
     world.settle().await.expect("settle");
     let before = by_id(admin.all_entities("").await.expect("entities"));
     let (_, activity_before) = admin.get("/v1/activity").await.expect("activity");
@@ -42,25 +61,57 @@ async fn redelivered_discovery_message_changes_nothing() {
     send(&world, &message).await;
     world.settle().await.expect("settle");
 
-    assert_eq!(by_id(admin.all_entities("").await.expect("entities")), before, "entities unchanged, timestamps included");
-    assert_eq!(admin.get("/v1/activity").await.expect("activity").1, activity_before, "no second activity record");
-    assert_eq!(world.fake.requests().len(), requests_before, "the tenant was not asked again");
-    let (_, after) = admin.get(&format!("/v1/connections/{conn_id}/discovery")).await.expect("status");
+    assert_eq!(
+        by_id(admin.all_entities("").await.expect("entities")),
+        before,
+        "entities unchanged, timestamps included"
+    );
+    assert_eq!(
+        admin.get("/v1/activity").await.expect("activity").1,
+        activity_before,
+        "no second activity record"
+    );
+    assert_eq!(
+        world.fake.requests().len(),
+        requests_before,
+        "the tenant was not asked again"
+    );
+    let (_, after) = admin
+        .get(&format!("/v1/connections/{conn_id}/discovery"))
+        .await
+        .expect("status");
     assert_eq!(after, done);
     world.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_schedule_discovers_every_connection_and_vanished_users_go_gone() {
-    let world = World::start(WorldOptions::new(fake_m365::Tenant::small_demo())).await.expect("world");
-    let admin = world.sign_up("Contoso", "owner@contoso.test", PASSWORD, None).await.expect("sign up");
-    let (_, conn) = admin.post("/v1/connections", world.connection_body(&world.fake.client_secret())).await.expect("connect");
+    let world = World::start(WorldOptions::new(fake_m365::Tenant::small_demo()))
+        .await
+        .expect("world");
+    let admin = world
+        .sign_up("Contoso", "owner@contoso.test", PASSWORD, None)
+        .await
+        .expect("sign up");
+    let (_, conn) = admin
+        .post("/v1/connections", world.connection_body(&world.fake.client_secret()))
+        .await
+        .expect("connect");
     let conn_id = conn["id"].as_str().expect("id").to_string();
-    admin.wait_discovery(&conn_id, Duration::from_secs(120)).await.expect("discovery");
+    admin
+        .wait_discovery(&conn_id, Duration::from_secs(120))
+        .await
+        .expect("discovery");
     world.settle().await.expect("settle");
-    let (status, _) = admin.patch("/v1/account", json!({"auto_activate": true})).await.expect("settings");
+    let (status, _) = admin
+        .patch("/v1/account", json!({"auto_activate": true}))
+        .await
+        .expect("settings");
     assert_eq!(status, 200);
-    admin.post("/v1/entities/activate-all", json!({})).await.expect("activate all");
+    admin
+        .post("/v1/entities/activate-all", json!({}))
+        .await
+        .expect("activate all");
 
     // A user leaves, another arrives; the daily schedule runs.
     let mailboxes = admin.all_entities("&kind=mailbox").await.expect("mailboxes");
@@ -76,16 +127,36 @@ async fn the_schedule_discovers_every_connection_and_vanished_users_go_gone() {
 
     let entities = admin.all_entities("").await.expect("entities");
     let gone: Vec<&Value> = entities.iter().filter(|e| e["status"] == "gone").collect();
-    assert!(gone.iter().any(|e| e["kind"] == "mailbox" && e["source_id"] == leaving.as_str()), "the leaver's mailbox is gone");
-    assert!(gone.iter().all(|e| e["gone_at"].is_string() && e["status_before_gone"] == "active"));
-    let newcomer_mailbox = entities.iter().find(|e| e["kind"] == "mailbox" && e["source_id"] == newcomer_id.as_str()).expect("newcomer found");
+    assert!(
+        gone.iter()
+            .any(|e| e["kind"] == "mailbox" && e["source_id"] == leaving.as_str()),
+        "the leaver's mailbox is gone"
+    );
+    assert!(
+        gone.iter()
+            .all(|e| e["gone_at"].is_string() && e["status_before_gone"] == "active")
+    );
+    let newcomer_mailbox = entities
+        .iter()
+        .find(|e| e["kind"] == "mailbox" && e["source_id"] == newcomer_id.as_str())
+        .expect("newcomer found");
     assert_eq!(newcomer_mailbox["status"], "active", "auto-activated");
     let (_, activity) = admin.get("/v1/activity").await.expect("activity");
-    assert_eq!(activity["items"].as_array().map(Vec::len), Some(before + 1), "one discovery run per connection");
+    assert_eq!(
+        activity["items"].as_array().map(Vec::len),
+        Some(before + 1),
+        "one discovery run per connection"
+    );
 
     // A gone entity cannot be activated, but it is still listed (its data stays).
     let gone_id = gone[0]["id"].as_str().expect("id");
-    let (status, body) = admin.post(&format!("/v1/entities/{gone_id}/activate"), json!({})).await.expect("activate");
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("invalid_transition")));
+    let (status, body) = admin
+        .post(&format!("/v1/entities/{gone_id}/activate"), json!({}))
+        .await
+        .expect("activate");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("invalid_transition"))
+    );
     world.stop().await;
 }

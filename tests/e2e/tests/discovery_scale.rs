@@ -17,42 +17,76 @@ async fn ten_thousand_users_under_throttling() {
     let mut opts = WorldOptions::new(tenant);
     opts.fake = strata_e2e::throttling_options();
     let world = World::start(opts).await.expect("world");
-    let admin = world.sign_up("Contoso", "owner@contoso.test", PASSWORD, None).await.expect("sign up");
-    let (status, conn) = admin.post("/v1/connections", world.connection_body(&world.fake.client_secret())).await.expect("connect");
+    let admin = world
+        .sign_up("Contoso", "owner@contoso.test", PASSWORD, None)
+        .await
+        .expect("sign up");
+    let (status, conn) = admin
+        .post("/v1/connections", world.connection_body(&world.fake.client_secret()))
+        .await
+        .expect("connect");
     assert_eq!(status, 201, "{conn}");
     let conn_id = conn["id"].as_str().expect("id").to_string();
-    let discovery = admin.wait_discovery(&conn_id, Duration::from_secs(900)).await.expect("discovery");
+    let discovery = admin
+        .wait_discovery(&conn_id, Duration::from_secs(900))
+        .await
+        .expect("discovery");
     assert_eq!(discovery["state"], "succeeded", "{discovery}");
     let result = &discovery["result"];
     assert_eq!(result["users"], 10_000);
-    assert_eq!(result["undetermined"], 0, "every user determined despite throttling: {result}");
+    assert_eq!(
+        result["undetermined"], 0,
+        "every user determined despite throttling: {result}"
+    );
 
     let entities = admin.all_entities("").await.expect("entities");
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     let mut sources = std::collections::HashSet::new();
     for e in &entities {
         *kinds.entry(e["kind"].as_str().unwrap_or_default().into()).or_default() += 1;
-        assert!(sources.insert((e["kind"].to_string(), e["source_id"].to_string())), "found twice: {e}");
+        assert!(
+            sources.insert((e["kind"].to_string(), e["source_id"].to_string())),
+            "found twice: {e}"
+        );
     }
     assert_eq!(kinds, expected.kinds(), "every mailbox, OneDrive and site found once");
 
     // The client's behaviour, from the fake's request log.
     let log = world.fake.requests();
     let throttled: Vec<_> = log.iter().filter(|r| r.status == 429).collect();
-    assert!(throttled.len() >= 5, "the run was throttled ({} times), so the test means something", throttled.len());
-    assert_eq!(result["throttled"].as_u64(), Some(throttled.len() as u64), "the client counted every 429");
+    assert!(
+        throttled.len() >= 5,
+        "the run was throttled ({} times), so the test means something",
+        throttled.len()
+    );
+    assert_eq!(
+        result["throttled"].as_u64(),
+        Some(throttled.len() as u64),
+        "the client counted every 429"
+    );
     let mut violations = Vec::new();
     for t in &throttled {
         let retry_after = Duration::from_secs(u64::from(t.retry_after_secs.expect("429 carries Retry-After")));
         let scope = Scope::of_path(&t.path);
         let open_at = t.finished_at + chrono::Duration::from_std(retry_after).expect("duration");
         let grace_end = t.finished_at + chrono::Duration::from_std(IN_FLIGHT_GRACE).expect("duration");
-        for r in log.iter().filter(|r| Scope::of_path(&r.path) == scope && !r.path.ends_with("/token")) {
+        for r in log
+            .iter()
+            .filter(|r| Scope::of_path(&r.path) == scope && !r.path.ends_with("/token"))
+        {
             if r.at > grace_end && r.at < open_at {
-                violations.push(format!("{} {} at {} before {} (429 at {})", r.method, r.path, r.at, open_at, t.finished_at));
+                violations.push(format!(
+                    "{} {} at {} before {} (429 at {})",
+                    r.method, r.path, r.at, open_at, t.finished_at
+                ));
             }
         }
     }
-    assert!(violations.is_empty(), "{} requests ignored a Retry-After: {:?}", violations.len(), &violations[..violations.len().min(5)]);
+    assert!(
+        violations.is_empty(),
+        "{} requests ignored a Retry-After: {:?}",
+        violations.len(),
+        &violations[..violations.len().min(5)]
+    );
     world.stop().await;
 }

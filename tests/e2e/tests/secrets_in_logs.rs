@@ -31,32 +31,66 @@ async fn no_secret_in_any_log_line_or_response() {
         .init();
 
     let password = "correct horse battery staple";
-    let world = World::start(WorldOptions::new(fake_m365::Tenant::small_demo())).await.expect("world");
+    let world = World::start(WorldOptions::new(fake_m365::Tenant::small_demo()))
+        .await
+        .expect("world");
     let bootstrap = world.bootstrap_token().await.expect("bootstrap");
-    let admin = world.sign_up("Contoso", "owner@contoso.test", password, Some(&bootstrap)).await.expect("sign up");
+    let admin = world
+        .sign_up("Contoso", "owner@contoso.test", password, Some(&bootstrap))
+        .await
+        .expect("sign up");
     let (_, setup) = admin.post("/v1/me/totp", json!({})).await.expect("totp");
     let totp_secret = setup["secret_base32"].as_str().expect("secret").to_string();
     let code = totp_code(&totp_secret, "owner@contoso.test", 0).expect("code");
-    admin.post("/v1/me/totp/confirm", json!({"code": code})).await.expect("confirm");
+    admin
+        .post("/v1/me/totp/confirm", json!({"code": code}))
+        .await
+        .expect("confirm");
     let next = totp_code(&totp_secret, "owner@contoso.test", 30).expect("code");
-    let admin = world.sign_in("owner@contoso.test", password, Some(&next)).await.expect("sign in");
+    let admin = world
+        .sign_in("owner@contoso.test", password, Some(&next))
+        .await
+        .expect("sign in");
     let wrong = "wrong-secret-0123456789";
-    admin.post("/v1/connections", world.connection_body(wrong)).await.expect("connect");
+    admin
+        .post("/v1/connections", world.connection_body(wrong))
+        .await
+        .expect("connect");
     let secret = world.fake.client_secret();
-    let (_, conn) = admin.post("/v1/connections", world.connection_body(&secret)).await.expect("connect");
+    let (_, conn) = admin
+        .post("/v1/connections", world.connection_body(&secret))
+        .await
+        .expect("connect");
     let conn_id = conn["id"].as_str().expect("id").to_string();
-    admin.wait_discovery(&conn_id, Duration::from_secs(120)).await.expect("discovery");
+    admin
+        .wait_discovery(&conn_id, Duration::from_secs(120))
+        .await
+        .expect("discovery");
     world.settle().await.expect("settle");
     let mut responses = vec![conn.to_string()];
-    for path in ["/v1/connections", &format!("/v1/connections/{conn_id}"), "/v1/me", "/v1/account", "/v1/activity", "/v1/entities"] {
+    for path in [
+        "/v1/connections",
+        &format!("/v1/connections/{conn_id}"),
+        "/v1/me",
+        "/v1/account",
+        "/v1/activity",
+        "/v1/entities",
+    ] {
         responses.push(admin.get(path).await.expect("get").1.to_string());
     }
     let session = admin.token().expect("token").to_string();
     world.stop().await;
 
     let logs = String::from_utf8_lossy(&capture.0.lock().expect("capture")).to_string();
-    assert!(logs.lines().count() > 20, "the capture holds the run's log lines ({} lines)", logs.lines().count());
-    assert!(logs.contains("discovery message handled"), "the discovery handler's lines were captured");
+    assert!(
+        logs.lines().count() > 20,
+        "the capture holds the run's log lines ({} lines)",
+        logs.lines().count()
+    );
+    assert!(
+        logs.contains("discovery message handled"),
+        "the discovery handler's lines were captured"
+    );
     let fake_tokens: Vec<String> = world_tokens(&logs);
     for (name, value) in [
         ("client secret", secret.as_str()),
@@ -76,5 +110,7 @@ async fn no_secret_in_any_log_line_or_response() {
 
 /// Bearer tokens that leaked into log lines.
 fn world_tokens(logs: &str) -> Vec<String> {
-    logs.match_indices("Bearer ").map(|(i, _)| logs[i..].chars().take(40).collect()).collect()
+    logs.match_indices("Bearer ")
+        .map(|(i, _)| logs[i..].chars().take(40).collect())
+        .collect()
 }

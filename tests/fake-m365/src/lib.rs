@@ -46,7 +46,13 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { time_scale: 1.0, throttle: true, token_lifetime: Duration::from_secs(3599), seed: 0, faults: Faults::default() }
+        Self {
+            time_scale: 1.0,
+            throttle: true,
+            token_lifetime: Duration::from_secs(3599),
+            seed: 0,
+            faults: Faults::default(),
+        }
     }
 }
 
@@ -148,12 +154,20 @@ impl FakeM365 {
             ru_window: (Instant::now(), 0),
             blocked_until: HashMap::new(),
         };
-        let shared = Arc::new(Shared { inner: Mutex::new(inner), options, base_url: url.clone() });
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(inner),
+            options,
+            base_url: url.clone(),
+        });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { shared, url, task: Some(task) })
+        Ok(Self {
+            shared,
+            url,
+            task: Some(task),
+        })
     }
 
     /// Base URL of both the token endpoint (`login_url`) and Graph (`graph_url`).
@@ -185,7 +199,11 @@ impl FakeM365 {
         self.shared.lock().tenant.users.push(user);
     }
     pub fn remove_user(&self, id: &str) {
-        self.shared.lock().tenant.users.retain(|u| u.id != id && u.user_principal_name != id);
+        self.shared
+            .lock()
+            .tenant
+            .users
+            .retain(|u| u.id != id && u.user_principal_name != id);
     }
     pub async fn stop(mut self) {
         if let Some(task) = self.task.take() {
@@ -237,11 +255,21 @@ struct Outcome {
 
 impl Outcome {
     fn json((status, body): (StatusCode, Value)) -> Self {
-        Self { status, body, retry_after: None, truncate: false }
+        Self {
+            status,
+            body,
+            retry_after: None,
+            truncate: false,
+        }
     }
     fn throttled(code: &str, message: &str, retry_after: u32) -> Self {
         let (status, body) = graph_error(StatusCode::TOO_MANY_REQUESTS, code, message);
-        Self { status, body, retry_after: Some(retry_after), truncate: false }
+        Self {
+            status,
+            body,
+            retry_after: Some(retry_after),
+            truncate: false,
+        }
     }
     fn into_response(self) -> Response {
         let bytes = serde_json::to_vec(&self.body).unwrap_or_default();
@@ -256,8 +284,13 @@ impl Outcome {
             Response::new(Body::from(bytes))
         };
         *response.status_mut() = self.status;
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(secs) = self.retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(secs) = self
+            .retry_after
+            .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+        {
             response.headers_mut().insert(header::RETRY_AFTER, secs);
         }
         response
@@ -270,7 +303,13 @@ fn ceil_secs(d: Duration) -> u32 {
 
 // ----- dispatch -----
 
-async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let at = Utc::now();
     let path = uri.path().to_string();
     let query = uri.query().map(str::to_string);
@@ -291,7 +330,16 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
             _ => None,
         };
         scope = throttle_scope(&segments);
-        graph(&shared, &method, &segments, query.as_deref(), &headers, scope.as_deref(), &mut client_id).await
+        graph(
+            &shared,
+            &method,
+            &segments,
+            query.as_deref(),
+            &headers,
+            scope.as_deref(),
+            &mut client_id,
+        )
+        .await
     };
     let retry_after = outcome.retry_after;
     let status = outcome.status.as_u16();
@@ -299,7 +347,19 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
     let mut inner = shared.lock();
     inner.seq += 1;
     let seq = inner.seq;
-    inner.log.push(LoggedRequest { seq, at, finished_at: Utc::now(), method: method.to_string(), path, query, client_id, mailbox, status, retry_after_secs: retry_after, throttle_scope: scope });
+    inner.log.push(LoggedRequest {
+        seq,
+        at,
+        finished_at: Utc::now(),
+        method: method.to_string(),
+        path,
+        query,
+        client_id,
+        mailbox,
+        status,
+        retry_after_secs: retry_after,
+        throttle_scope: scope,
+    });
     response
 }
 
@@ -307,7 +367,8 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
 fn throttle_scope(segments: &[&str]) -> Option<String> {
     match segments {
         ["v1.0", "users", id, resource, ..] => match *resource {
-            "mailboxSettings" | "mailFolders" | "messages" | "contactFolders" | "contacts" | "calendar" | "events" | "calendarView" => Some(format!("mailbox:{id}")),
+            "mailboxSettings" | "mailFolders" | "messages" | "contactFolders" | "contacts" | "calendar" | "events"
+            | "calendarView" => Some(format!("mailbox:{id}")),
             "drive" | "drives" => Some("sharepoint".into()),
             _ => None,
         },
@@ -335,8 +396,14 @@ fn control(shared: &Shared, method: &Method, rest: &str, body: &[u8]) -> Respons
         ("POST", "users") => match serde_json::from_slice::<Value>(body) {
             Ok(v) => {
                 let kind = serde_json::from_value(v["kind"].clone()).unwrap_or(UserKind::Licensed);
-                let id = v["id"].as_str().map(str::to_string).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-                let upn = v["userPrincipalName"].as_str().unwrap_or("new.user@contoso.onmicrosoft.com").to_string();
+                let id = v["id"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let upn = v["userPrincipalName"]
+                    .as_str()
+                    .unwrap_or("new.user@contoso.onmicrosoft.com")
+                    .to_string();
                 let name = v["displayName"].as_str().unwrap_or("New User").to_string();
                 inner.tenant.users.push(User::new(id.clone(), upn, name, kind));
                 (StatusCode::CREATED, json!({"id": id}))
@@ -355,33 +422,93 @@ fn control(shared: &Shared, method: &Method, rest: &str, body: &[u8]) -> Respons
 
 fn token(shared: &Shared, path: &str, body: &[u8]) -> (Outcome, Option<String>) {
     let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
-    let tenant_segment = path.trim_start_matches('/').split('/').next().unwrap_or_default().to_string();
+    let tenant_segment = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let client = form.get("client_id").cloned();
     let mut inner = shared.lock();
     let t = &inner.tenant;
     if tenant_segment != t.tenant_id && tenant_segment != t.domain {
-        return (Outcome::json(aad_error(StatusCode::BAD_REQUEST, "invalid_request", 90002, &format!("Tenant '{tenant_segment}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."))), client);
+        return (
+            Outcome::json(aad_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                90002,
+                &format!(
+                    "Tenant '{tenant_segment}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+                ),
+            )),
+            client,
+        );
     }
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return (Outcome::json(aad_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", 70003, "The app requested an unsupported grant type.")), client);
+        return (
+            Outcome::json(aad_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                70003,
+                "The app requested an unsupported grant type.",
+            )),
+            client,
+        );
     }
     if client.as_deref() != Some(t.client_id.as_str()) {
         let id = client.clone().unwrap_or_default();
-        return (Outcome::json(aad_error(StatusCode::BAD_REQUEST, "unauthorized_client", 700016, &format!("Application with identifier '{id}' was not found in the directory '{}'.", t.domain))), client);
+        return (
+            Outcome::json(aad_error(
+                StatusCode::BAD_REQUEST,
+                "unauthorized_client",
+                700016,
+                &format!(
+                    "Application with identifier '{id}' was not found in the directory '{}'.",
+                    t.domain
+                ),
+            )),
+            client,
+        );
     }
     if form.get("client_secret").map(String::as_str) != Some(t.client_secret.as_str()) {
-        return (Outcome::json(aad_error(StatusCode::UNAUTHORIZED, "invalid_client", 7000215, "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app.")), client);
+        return (
+            Outcome::json(aad_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app.",
+            )),
+            client,
+        );
     }
     if !form.get("scope").is_some_and(|s| s.ends_with("/.default")) {
-        return (Outcome::json(aad_error(StatusCode::BAD_REQUEST, "invalid_scope", 1002012, "The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).")), client);
+        return (
+            Outcome::json(aad_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                1002012,
+                "The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).",
+            )),
+            client,
+        );
     }
-    let access: String = (0..64).map(|_| inner.rng.sample(rand::distributions::Alphanumeric) as char).collect();
+    let access: String = (0..64)
+        .map(|_| inner.rng.sample(rand::distributions::Alphanumeric) as char)
+        .collect();
     let access = format!("eyJ0eXAiOiJKV1QifQ.{access}");
     let lifetime = shared.options.token_lifetime;
     let client_id = inner.tenant.client_id.clone();
-    inner.tokens.insert(access.clone(), (client_id, Instant::now() + lifetime));
+    inner
+        .tokens
+        .insert(access.clone(), (client_id, Instant::now() + lifetime));
     let secs = lifetime.as_secs();
-    (Outcome::json((StatusCode::OK, json!({"token_type": "Bearer", "expires_in": secs, "ext_expires_in": secs, "access_token": access}))), client)
+    (
+        Outcome::json((
+            StatusCode::OK,
+            json!({"token_type": "Bearer", "expires_in": secs, "ext_expires_in": secs, "access_token": access}),
+        )),
+        client,
+    )
 }
 
 /// Decides throttling before the request is served; `Err` is the 429.
@@ -389,7 +516,11 @@ fn admit(shared: &Shared, inner: &mut Inner, scope: Option<&str>, cost: u64) -> 
     let Some(scope) = scope else { return Ok(()) };
     let now = Instant::now();
     if let Some(until) = inner.blocked_until.get(scope).copied().filter(|u| *u > now) {
-        return Err(Outcome::throttled("TooManyRequests", "Too many requests: the Retry-After time has not passed.", ceil_secs(until - now)));
+        return Err(Outcome::throttled(
+            "TooManyRequests",
+            "Too many requests: the Retry-After time has not passed.",
+            ceil_secs(until - now),
+        ));
     }
     let throttled = if let Some(mailbox) = scope.strip_prefix("mailbox:") {
         let window = shared.scaled(MAILBOX_WINDOW);
@@ -399,10 +530,18 @@ fn admit(shared: &Shared, inner: &mut Inner, scope: Option<&str>, cost: u64) -> 
             recent.pop_front();
         }
         if in_flight >= MAILBOX_CONCURRENCY {
-            Some(("ApplicationThrottled", "Application is over its MailboxConcurrency limit.", 1))
+            Some((
+                "ApplicationThrottled",
+                "Application is over its MailboxConcurrency limit.",
+                1,
+            ))
         } else if recent.len() >= MAILBOX_REQUESTS_PER_WINDOW {
             let oldest = recent.front().copied().unwrap_or(now);
-            Some(("ApplicationThrottled", "Application is over its MailboxRequests limit.", ceil_secs(window.saturating_sub(now.duration_since(oldest)))))
+            Some((
+                "ApplicationThrottled",
+                "Application is over its MailboxRequests limit.",
+                ceil_secs(window.saturating_sub(now.duration_since(oldest))),
+            ))
         } else {
             recent.push_back(now);
             *inner.mailbox_in_flight.entry(mailbox.to_string()).or_default() += 1;
@@ -416,7 +555,11 @@ fn admit(shared: &Shared, inner: &mut Inner, scope: Option<&str>, cost: u64) -> 
         }
         if inner.ru_window.1 + cost > budget {
             let left = window.saturating_sub(now.duration_since(inner.ru_window.0));
-            Some(("TooManyRequests", "The request has been throttled: the app is over its resource units per minute.", ceil_secs(left)))
+            Some((
+                "TooManyRequests",
+                "The request has been throttled: the app is over its resource units per minute.",
+                ceil_secs(left),
+            ))
         } else {
             inner.ru_window.1 += cost;
             None
@@ -425,7 +568,9 @@ fn admit(shared: &Shared, inner: &mut Inner, scope: Option<&str>, cost: u64) -> 
     match throttled {
         None => Ok(()),
         Some((code, message, secs)) => {
-            inner.blocked_until.insert(scope.to_string(), now + Duration::from_secs(u64::from(secs)));
+            inner
+                .blocked_until
+                .insert(scope.to_string(), now + Duration::from_secs(u64::from(secs)));
             Err(Outcome::throttled(code, message, secs))
         }
     }
@@ -457,23 +602,50 @@ fn pick_fault(inner: &mut Inner, path: &str) -> Option<FaultKind> {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn graph(shared: &Arc<Shared>, method: &Method, segments: &[&str], query: Option<&str>, headers: &HeaderMap, scope: Option<&str>, client_id: &mut Option<String>) -> Outcome {
+async fn graph(
+    shared: &Arc<Shared>,
+    method: &Method,
+    segments: &[&str],
+    query: Option<&str>,
+    headers: &HeaderMap,
+    scope: Option<&str>,
+    client_id: &mut Option<String>,
+) -> Outcome {
     let path = format!("/{}", segments.join("/"));
-    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default().to_string();
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_string();
     let fault;
     {
         let mut inner = shared.lock();
         match inner.tokens.get(&token).cloned() {
-            None => return Outcome::json(graph_error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", "Access token is empty or invalid.")),
+            None => {
+                return Outcome::json(graph_error(
+                    StatusCode::UNAUTHORIZED,
+                    "InvalidAuthenticationToken",
+                    "Access token is empty or invalid.",
+                ));
+            }
             Some((client, expires)) => {
                 *client_id = Some(client);
                 if expires <= Instant::now() {
-                    return Outcome::json(graph_error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", "Access token has expired or is not yet valid."));
+                    return Outcome::json(graph_error(
+                        StatusCode::UNAUTHORIZED,
+                        "InvalidAuthenticationToken",
+                        "Access token has expired or is not yet valid.",
+                    ));
                 }
             }
         }
         fault = pick_fault(&mut inner, &path);
-        if let Some(FaultKind::Status { status, retry_after_secs }) = &fault {
+        if let Some(FaultKind::Status {
+            status,
+            retry_after_secs,
+        }) = &fault
+        {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let (code, message) = match status.as_u16() {
                 429 => ("TooManyRequests", "Too many requests."),
@@ -483,12 +655,19 @@ async fn graph(shared: &Arc<Shared>, method: &Method, segments: &[&str], query: 
             let mut outcome = Outcome::json(graph_error(status, code, message));
             outcome.retry_after = *retry_after_secs;
             if let (Some(secs), Some(scope)) = (retry_after_secs, scope) {
-                inner.blocked_until.insert(scope.to_string(), Instant::now() + Duration::from_secs(u64::from(*secs)));
+                inner.blocked_until.insert(
+                    scope.to_string(),
+                    Instant::now() + Duration::from_secs(u64::from(*secs)),
+                );
             }
             return outcome;
         }
         if shared.options.throttle {
-            let cost = if matches!(segments, ["v1.0", "sites", "getAllSites"]) { 2 } else { 1 };
+            let cost = if matches!(segments, ["v1.0", "sites", "getAllSites"]) {
+                2
+            } else {
+                1
+            };
             if let Err(throttled) = admit(shared, &mut inner, scope, cost) {
                 return throttled;
             }
@@ -499,9 +678,17 @@ async fn graph(shared: &Arc<Shared>, method: &Method, segments: &[&str], query: 
     let mut outcome = match &fault {
         Some(FaultKind::Timeout { secs }) => {
             tokio::time::sleep(Duration::from_secs_f64(*secs)).await;
-            Outcome::json(graph_error(StatusCode::GATEWAY_TIMEOUT, "UnknownError", "The operation timed out."))
+            Outcome::json(graph_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "UnknownError",
+                "The operation timed out.",
+            ))
         }
-        _ if *method != Method::GET => Outcome::json(graph_error(StatusCode::METHOD_NOT_ALLOWED, "Request_BadRequest", "The method is not supported by the fake.")),
+        _ if *method != Method::GET => Outcome::json(graph_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Request_BadRequest",
+            "The method is not supported by the fake.",
+        )),
         _ => serve(shared, segments, query),
     };
     if let Some(mailbox) = scope.and_then(|s| s.strip_prefix("mailbox:")) {
@@ -515,7 +702,9 @@ async fn graph(shared: &Arc<Shared>, method: &Method, segments: &[&str], query: 
 }
 
 fn params(query: Option<&str>) -> HashMap<String, String> {
-    query.map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+    query
+        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
 }
 
 fn user_json(u: &User) -> Value {
@@ -543,7 +732,11 @@ fn select(v: Value, fields: Option<&String>) -> Value {
     let Some(fields) = fields else { return v };
     let wanted: Vec<&str> = fields.split(',').map(str::trim).collect();
     match v {
-        Value::Object(map) => Value::Object(map.into_iter().filter(|(k, _)| k == "id" || wanted.contains(&k.as_str())).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(k, _)| k == "id" || wanted.contains(&k.as_str()))
+                .collect(),
+        ),
         other => other,
     }
 }
@@ -559,9 +752,19 @@ struct SkipToken {
 fn page(shared: &Shared, collection: &str, items: Vec<Value>, query: Option<&str>, default_top: usize) -> Outcome {
     let p = params(query);
     let (offset, top, selected) = match p.get("$skiptoken") {
-        Some(token) => match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok().and_then(|b| serde_json::from_slice::<SkipToken>(&b).ok()) {
+        Some(token) => match base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<SkipToken>(&b).ok())
+        {
             Some(t) => (t.o, t.t, t.s),
-            None => return Outcome::json(graph_error(StatusCode::BAD_REQUEST, "Request_BadRequest", "Invalid skip token.")),
+            None => {
+                return Outcome::json(graph_error(
+                    StatusCode::BAD_REQUEST,
+                    "Request_BadRequest",
+                    "Invalid skip token.",
+                ));
+            }
         },
         None => {
             let top = match p.get("$top").map(|t| t.parse::<i64>()) {
@@ -569,32 +772,55 @@ fn page(shared: &Shared, collection: &str, items: Vec<Value>, query: Option<&str
                 Some(Ok(n)) if (1..=999).contains(&n) => n as usize,
                 Some(_) => {
                     let given = p.get("$top").cloned().unwrap_or_default();
-                    return Outcome::json(graph_error(StatusCode::BAD_REQUEST, "Request_UnsupportedQuery", &format!("Invalid page size specified: '{given}'. Must be between 1 and 999 inclusive.")));
+                    return Outcome::json(graph_error(
+                        StatusCode::BAD_REQUEST,
+                        "Request_UnsupportedQuery",
+                        &format!("Invalid page size specified: '{given}'. Must be between 1 and 999 inclusive."),
+                    ));
                 }
             };
             (0, top, p.get("$select").cloned())
         }
     };
     let total = items.len();
-    let value: Vec<Value> = items.into_iter().skip(offset).take(top).map(|v| select(v, selected.as_ref())).collect();
+    let value: Vec<Value> = items
+        .into_iter()
+        .skip(offset)
+        .take(top)
+        .map(|v| select(v, selected.as_ref()))
+        .collect();
     let base = &shared.base_url;
     let mut body = json!({"@odata.context": format!("{base}/v1.0/$metadata#{collection}"), "value": value});
     if offset + top < total {
-        let token = SkipToken { o: offset + top, t: top, s: selected };
-        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).unwrap_or_default());
+        let token = SkipToken {
+            o: offset + top,
+            t: top,
+            s: selected,
+        };
+        let token =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).unwrap_or_default());
         body["@odata.nextLink"] = json!(format!("{base}/v1.0/{collection}?$skiptoken={token}"));
     }
     Outcome::json((StatusCode::OK, body))
 }
 
 fn find_user<'a>(tenant: &'a Tenant, id: &str) -> Option<&'a User> {
-    tenant.users.iter().find(|u| u.id == id || u.user_principal_name.eq_ignore_ascii_case(id))
+    tenant
+        .users
+        .iter()
+        .find(|u| u.id == id || u.user_principal_name.eq_ignore_ascii_case(id))
 }
 
 fn serve(shared: &Shared, segments: &[&str], query: Option<&str>) -> Outcome {
     let inner = shared.lock();
     let tenant = &inner.tenant;
-    let not_found_user = || Outcome::json(graph_error(StatusCode::NOT_FOUND, "Request_ResourceNotFound", "Resource does not exist or one of its queried reference-property objects are not present."));
+    let not_found_user = || {
+        Outcome::json(graph_error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            "Resource does not exist or one of its queried reference-property objects are not present.",
+        ))
+    };
     match segments {
         ["v1.0", "users"] => {
             let users = tenant.users.iter().map(user_json).collect();
@@ -607,29 +833,44 @@ fn serve(shared: &Shared, segments: &[&str], query: Option<&str>) -> Outcome {
         },
         ["v1.0", "users", id, "mailboxSettings"] => match find_user(tenant, id) {
             None => not_found_user(),
-            Some(u) if !u.kind.has_mailbox() => Outcome::json(graph_error(StatusCode::NOT_FOUND, "MailboxNotEnabledForRESTAPI", "The mailbox is either inactive, soft-deleted, or is hosted on-premise.")),
-            Some(u) => Outcome::json((StatusCode::OK, json!({
-                "archiveFolder": format!("AAMk{}", u.id.replace('-', "")),
-                "timeZone": "UTC",
-                "automaticRepliesSetting": {"status": "disabled"},
-                "language": {"locale": "en-US", "displayName": "English (United States)"},
-                "userPurpose": if u.kind == UserKind::SharedMailbox { "shared" } else { "user" },
-            }))),
+            Some(u) if !u.kind.has_mailbox() => Outcome::json(graph_error(
+                StatusCode::NOT_FOUND,
+                "MailboxNotEnabledForRESTAPI",
+                "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
+            )),
+            Some(u) => Outcome::json((
+                StatusCode::OK,
+                json!({
+                    "archiveFolder": format!("AAMk{}", u.id.replace('-', "")),
+                    "timeZone": "UTC",
+                    "automaticRepliesSetting": {"status": "disabled"},
+                    "language": {"locale": "en-US", "displayName": "English (United States)"},
+                    "userPurpose": if u.kind == UserKind::SharedMailbox { "shared" } else { "user" },
+                }),
+            )),
         },
         ["v1.0", "users", id, "drive"] => match find_user(tenant, id) {
             None => not_found_user(),
-            Some(u) if !u.kind.has_onedrive() => Outcome::json(graph_error(StatusCode::NOT_FOUND, "itemNotFound", "Item not found")),
+            Some(u) if !u.kind.has_onedrive() => {
+                Outcome::json(graph_error(StatusCode::NOT_FOUND, "itemNotFound", "Item not found"))
+            }
             Some(u) => {
                 let personal = u.user_principal_name.replace(['@', '.'], "_");
-                let host = format!("{}-my.sharepoint.com", tenant.domain.split('.').next().unwrap_or("contoso"));
-                Outcome::json((StatusCode::OK, json!({
-                    "id": u.drive_id,
-                    "driveType": "business",
-                    "name": "OneDrive",
-                    "owner": {"user": {"id": u.id, "displayName": u.display_name}},
-                    "quota": {"total": 1_099_511_627_776u64, "used": 0, "remaining": 1_099_511_627_776u64, "state": "normal"},
-                    "webUrl": format!("https://{host}/personal/{personal}/Documents"),
-                })))
+                let host = format!(
+                    "{}-my.sharepoint.com",
+                    tenant.domain.split('.').next().unwrap_or("contoso")
+                );
+                Outcome::json((
+                    StatusCode::OK,
+                    json!({
+                        "id": u.drive_id,
+                        "driveType": "business",
+                        "name": "OneDrive",
+                        "owner": {"user": {"id": u.id, "displayName": u.display_name}},
+                        "quota": {"total": 1_099_511_627_776u64, "used": 0, "remaining": 1_099_511_627_776u64, "state": "normal"},
+                        "webUrl": format!("https://{host}/personal/{personal}/Documents"),
+                    }),
+                ))
             }
         },
         ["v1.0", "sites", "getAllSites"] => {
@@ -639,13 +880,31 @@ fn serve(shared: &Shared, segments: &[&str], query: Option<&str>) -> Outcome {
         }
         ["v1.0", "sites", id] => match tenant.sites.iter().find(|s| s.id == *id) {
             Some(s) => Outcome::json((StatusCode::OK, site_json(s))),
-            None => Outcome::json(graph_error(StatusCode::NOT_FOUND, "itemNotFound", "Requested site could not be found")),
+            None => Outcome::json(graph_error(
+                StatusCode::NOT_FOUND,
+                "itemNotFound",
+                "Requested site could not be found",
+            )),
         },
         ["v1.0", "sites", id, "drive"] => match tenant.sites.iter().find(|s| s.id == *id) {
-            Some(s) => Outcome::json((StatusCode::OK, json!({"id": format!("b!{}", s.id.replace(',', "")), "driveType": "documentLibrary", "name": "Documents", "webUrl": format!("{}/Shared%20Documents", s.web_url)}))),
-            None => Outcome::json(graph_error(StatusCode::NOT_FOUND, "itemNotFound", "Requested site could not be found")),
+            Some(s) => Outcome::json((
+                StatusCode::OK,
+                json!({"id": format!("b!{}", s.id.replace(',', "")), "driveType": "documentLibrary", "name": "Documents", "webUrl": format!("{}/Shared%20Documents", s.web_url)}),
+            )),
+            None => Outcome::json(graph_error(
+                StatusCode::NOT_FOUND,
+                "itemNotFound",
+                "Requested site could not be found",
+            )),
         },
-        _ => Outcome::json(graph_error(StatusCode::BAD_REQUEST, "BadRequest", &format!("Resource not found for the segment '{}'.", segments.last().unwrap_or(&"")))),
+        _ => Outcome::json(graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!(
+                "Resource not found for the segment '{}'.",
+                segments.last().unwrap_or(&"")
+            ),
+        )),
     }
 }
 

@@ -29,12 +29,26 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let tenant = match (&args.from_dir, args.users) {
         (Some(dir), _) => Tenant::from_dir(dir)?,
-        (None, Some(users)) => Tenant::generate(args.seed, Sizes { users, sites: args.sites }),
+        (None, Some(users)) => Tenant::generate(
+            args.seed,
+            Sizes {
+                users,
+                sites: args.sites,
+            },
+        ),
         (None, None) => Tenant::small_demo(),
     };
-    let options = Options { time_scale: args.time_scale, throttle: !args.no_throttle, seed: args.seed, ..Options::default() };
+    let options = Options {
+        time_scale: args.time_scale,
+        throttle: !args.no_throttle,
+        seed: args.seed,
+        ..Options::default()
+    };
     let fake = FakeM365::start(tenant, options).await?;
-    println!("{}", serde_json::json!({"url": fake.url(), "tenant_id": fake.tenant_id(), "client_id": fake.client_id(), "client_secret": fake.client_secret()}));
+    println!(
+        "{}",
+        serde_json::json!({"url": fake.url(), "tenant_id": fake.tenant_id(), "client_id": fake.client_id(), "client_secret": fake.client_secret()})
+    );
     tokio::signal::ctrl_c().await?;
     fake.stop().await;
     Ok(())

@@ -25,10 +25,20 @@ pub enum UserKind {
 }
 
 impl UserKind {
-    pub const ALL: [UserKind; 6] = [Self::Licensed, Self::LicensedNoOneDrive, Self::Guest, Self::Unlicensed, Self::Disabled, Self::SharedMailbox];
+    pub const ALL: [UserKind; 6] = [
+        Self::Licensed,
+        Self::LicensedNoOneDrive,
+        Self::Guest,
+        Self::Unlicensed,
+        Self::Disabled,
+        Self::SharedMailbox,
+    ];
 
     pub fn has_mailbox(self) -> bool {
-        matches!(self, Self::Licensed | Self::LicensedNoOneDrive | Self::Disabled | Self::SharedMailbox)
+        matches!(
+            self,
+            Self::Licensed | Self::LicensedNoOneDrive | Self::Disabled | Self::SharedMailbox
+        )
     }
     pub fn has_onedrive(self) -> bool {
         matches!(self, Self::Licensed | Self::Disabled)
@@ -64,7 +74,15 @@ impl User {
         let id = id.into();
         let upn = upn.into();
         let mail = (kind != UserKind::Unlicensed).then(|| upn.clone());
-        Self { drive_id: format!("b!{}", id.replace('-', "")), id, mail, user_principal_name: upn, display_name: display_name.into(), kind, messages: Vec::new() }
+        Self {
+            drive_id: format!("b!{}", id.replace('-', "")),
+            id,
+            mail,
+            user_principal_name: upn,
+            display_name: display_name.into(),
+            kind,
+            messages: Vec::new(),
+        }
     }
 }
 
@@ -94,8 +112,50 @@ pub struct Tenant {
     pub sites: Vec<Site>,
 }
 
-const FIRST: &[&str] = &["Adele", "Alex", "Diego", "Grady", "Henrietta", "Isaiah", "Johanna", "Joni", "Lee", "Lidia", "Lynne", "Megan", "Miriam", "Nestor", "Patti", "Pradeep", "Ravi", "Sofia", "Tomás", "Yuki"];
-const LAST: &[&str] = &["Vance", "Wilber", "Siciliani", "Archie", "Mueller", "Hubbard", "Lauer", "Sherman", "Gu", "Holloway", "Smith", "Bowen", "Graham", "Wilke", "Fernandez", "Gupta", "Iyer", "Novak", "Okafor", "Tanaka"];
+const FIRST: &[&str] = &[
+    "Adele",
+    "Alex",
+    "Diego",
+    "Grady",
+    "Henrietta",
+    "Isaiah",
+    "Johanna",
+    "Joni",
+    "Lee",
+    "Lidia",
+    "Lynne",
+    "Megan",
+    "Miriam",
+    "Nestor",
+    "Patti",
+    "Pradeep",
+    "Ravi",
+    "Sofia",
+    "Tomás",
+    "Yuki",
+];
+const LAST: &[&str] = &[
+    "Vance",
+    "Wilber",
+    "Siciliani",
+    "Archie",
+    "Mueller",
+    "Hubbard",
+    "Lauer",
+    "Sherman",
+    "Gu",
+    "Holloway",
+    "Smith",
+    "Bowen",
+    "Graham",
+    "Wilke",
+    "Fernandez",
+    "Gupta",
+    "Iyer",
+    "Novak",
+    "Okafor",
+    "Tanaka",
+];
 
 fn guid(rng: &mut StdRng) -> String {
     let mut bytes = [0u8; 16];
@@ -104,17 +164,31 @@ fn guid(rng: &mut StdRng) -> String {
 }
 
 fn secret(rng: &mut StdRng) -> String {
-    (0..40).map(|_| rng.sample(rand::distributions::Alphanumeric) as char).collect()
+    (0..40)
+        .map(|_| rng.sample(rand::distributions::Alphanumeric) as char)
+        .collect()
 }
 
 fn site(rng: &mut StdRng, host: &str, name: &str, display: &str) -> Site {
     let (a, b) = (guid(rng), guid(rng));
-    Site { id: format!("{host},{a},{b}"), name: name.into(), display_name: display.into(), web_url: format!("https://{host}/sites/{name}") }
+    Site {
+        id: format!("{host},{a},{b}"),
+        name: name.into(),
+        display_name: display.into(),
+        web_url: format!("https://{host}/sites/{name}"),
+    }
 }
 
 impl Tenant {
     fn empty(rng: &mut StdRng, domain: &str) -> Self {
-        Self { tenant_id: guid(rng), domain: domain.into(), client_id: guid(rng), client_secret: secret(rng), users: Vec::new(), sites: Vec::new() }
+        Self {
+            tenant_id: guid(rng),
+            domain: domain.into(),
+            client_id: guid(rng),
+            client_secret: secret(rng),
+            users: Vec::new(),
+            sites: Vec::new(),
+        }
     }
 
     fn host(&self) -> String {
@@ -146,14 +220,21 @@ impl Tenant {
                 UserKind::SharedMailbox => format!("shared{i}@{}", t.domain),
                 _ => format!("{local}@{}", t.domain),
             };
-            let name = if kind == UserKind::SharedMailbox { format!("Shared mailbox {i}") } else { format!("{first} {last}") };
+            let name = if kind == UserKind::SharedMailbox {
+                format!("Shared mailbox {i}")
+            } else {
+                format!("{first} {last}")
+            };
             let id = guid(&mut rng);
             t.users.push(User::new(id, upn, name, kind));
         }
         let host = t.host();
         if sizes.sites > 0 {
             let root = site(&mut rng, &host, "root", "Communication site");
-            t.sites.push(Site { web_url: format!("https://{host}"), ..root });
+            t.sites.push(Site {
+                web_url: format!("https://{host}"),
+                ..root
+            });
         }
         for i in 1..sizes.sites {
             let s = site(&mut rng, &host, &format!("team{i}"), &format!("Team site {i}"));
@@ -182,7 +263,10 @@ impl Tenant {
         }
         let host = t.host();
         let root = site(&mut rng, &host, "root", "Contoso");
-        t.sites.push(Site { web_url: format!("https://{host}"), ..root });
+        t.sites.push(Site {
+            web_url: format!("https://{host}"),
+            ..root
+        });
         t.sites.push(site(&mut rng, &host, "Marketing", "Marketing"));
         t.sites.push(site(&mut rng, &host, "Finance", "Finance"));
         t
@@ -193,7 +277,9 @@ impl Tenant {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let mut rng = StdRng::seed_from_u64(1);
         let mut t = Self::empty(&mut rng, "contoso.onmicrosoft.com");
-        let mut entries: Vec<_> = std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))?.collect::<Result<_, _>>()?;
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .with_context(|| format!("read {}", dir.display()))?
+            .collect::<Result<_, _>>()?;
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
             if !entry.file_type()?.is_dir() {
@@ -207,7 +293,10 @@ impl Tenant {
         }
         let host = t.host();
         let root = site(&mut rng, &host, "root", "Contoso");
-        t.sites.push(Site { web_url: format!("https://{host}"), ..root });
+        t.sites.push(Site {
+            web_url: format!("https://{host}"),
+            ..root
+        });
         Ok(t)
     }
 
@@ -223,11 +312,22 @@ fn collect_messages(dir: &Path, folder: &str, out: &mut Vec<Message>) -> Result<
     for entry in entries {
         let name = entry.file_name().to_string_lossy().to_string();
         if entry.file_type()?.is_dir() {
-            let sub = if folder.is_empty() { name } else { format!("{folder}/{name}") };
+            let sub = if folder.is_empty() {
+                name
+            } else {
+                format!("{folder}/{name}")
+            };
             collect_messages(&entry.path(), &sub, out)?;
         } else if name.ends_with(".eml") {
-            let folder = if folder.is_empty() { "Inbox".to_string() } else { folder.to_string() };
-            out.push(Message { folder, mime: std::fs::read(entry.path())? });
+            let folder = if folder.is_empty() {
+                "Inbox".to_string()
+            } else {
+                folder.to_string()
+            };
+            out.push(Message {
+                folder,
+                mime: std::fs::read(entry.path())?,
+            });
         }
     }
     Ok(())

@@ -39,22 +39,39 @@ async fn main() -> Result<()> {
     let mut opts = WorldOptions::new(tenant);
     opts.quiet = false;
     let world = World::start(opts).await?;
-    println!("    fake tenant   {}  (tenant {})", world.fake.url(), world.fake.tenant_id());
+    println!(
+        "    fake tenant   {}  (tenant {})",
+        world.fake.url(),
+        world.fake.tenant_id()
+    );
     println!("    AWS emulator  {}", world.stack.endpoint());
     println!("    HTTP API      {}", world.api.base);
 
     step("signing up the first account with the deployment's one-time bootstrap token");
     let password = "demo password, not for production";
-    let admin = world.sign_up("Contoso (demo)", "admin@contoso.example", password, None).await?;
+    let admin = world
+        .sign_up("Contoso (demo)", "admin@contoso.example", password, None)
+        .await?;
     let (_, me) = admin.get("/v1/me").await?;
-    println!("    owner {} of account {}", me["email"].as_str().unwrap_or("?"), me["account_id"].as_str().unwrap_or("?"));
+    println!(
+        "    owner {} of account {}",
+        me["email"].as_str().unwrap_or("?"),
+        me["account_id"].as_str().unwrap_or("?")
+    );
 
     step("connecting the tenant with a wrong client secret (refused, nothing stored)");
-    let (status, body) = admin.post("/v1/connections", world.connection_body("not-the-secret")).await?;
-    println!("    {status}: {}", body["error"]["message"].as_str().unwrap_or_default());
+    let (status, body) = admin
+        .post("/v1/connections", world.connection_body("not-the-secret"))
+        .await?;
+    println!(
+        "    {status}: {}",
+        body["error"]["message"].as_str().unwrap_or_default()
+    );
 
     step("connecting the tenant with the right client secret");
-    let (status, conn) = admin.post("/v1/connections", world.connection_body(&world.fake.client_secret())).await?;
+    let (status, conn) = admin
+        .post("/v1/connections", world.connection_body(&world.fake.client_secret()))
+        .await?;
     if status != 201 {
         bail!("connection refused ({status}): {conn}");
     }
@@ -63,7 +80,10 @@ async fn main() -> Result<()> {
 
     step("discovering mailboxes, OneDrives and sites");
     let bar = ProgressBar::new(0);
-    bar.set_style(ProgressStyle::with_template("    users {pos}/{len} {wide_bar} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("    users {pos}/{len} {wide_bar} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let discovery = loop {
         let (_, d) = admin.get(&format!("/v1/connections/{conn_id}/discovery")).await?;
         bar.set_length(d["users_total"].as_u64().unwrap_or(0));
@@ -98,15 +118,28 @@ async fn main() -> Result<()> {
     let (_, activity) = admin.get("/v1/activity").await?;
     step("activity log");
     for a in activity["items"].as_array().cloned().unwrap_or_default() {
-        println!("    {}  {:<10} {:<10} {}", a["at"].as_str().unwrap_or(""), a["kind"].as_str().unwrap_or(""), a["status"].as_str().unwrap_or(""), a["summary"].as_str().unwrap_or(""));
+        println!(
+            "    {}  {:<10} {:<10} {}",
+            a["at"].as_str().unwrap_or(""),
+            a["kind"].as_str().unwrap_or(""),
+            a["status"].as_str().unwrap_or(""),
+            a["summary"].as_str().unwrap_or("")
+        );
     }
-    println!("\ndone in {:.1} s: {} entities protected. Next: `make test`.", started.elapsed().as_secs_f64(), entities.len());
+    println!(
+        "\ndone in {:.1} s: {} entities protected. Next: `make test`.",
+        started.elapsed().as_secs_f64(),
+        entities.len()
+    );
     world.stop().await;
     Ok(())
 }
 
 fn cell(v: &Value, width: usize) -> String {
-    let text = v.as_str().map(str::to_string).unwrap_or_else(|| if v.is_null() { String::new() } else { v.to_string() });
+    let text = v
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| if v.is_null() { String::new() } else { v.to_string() });
     let mut text: String = text.chars().take(width).collect();
     if v.as_str().is_some_and(|s| s.chars().count() > width) {
         text.pop();
@@ -116,9 +149,20 @@ fn cell(v: &Value, width: usize) -> String {
 }
 
 fn print_table(entities: &[Value], rows: usize) {
-    println!("    {} {} {} {} {}", cell(&json!("KIND"), 9), cell(&json!("STATUS"), 10), cell(&json!("NAME"), 24), cell(&json!("ADDRESS"), 40), "TYPE");
+    println!(
+        "    {} {} {} {} TYPE",
+        cell(&json!("KIND"), 9),
+        cell(&json!("STATUS"), 10),
+        cell(&json!("NAME"), 24),
+        cell(&json!("ADDRESS"), 40),
+    );
     let mut sorted: Vec<&Value> = entities.iter().collect();
-    sorted.sort_by_key(|e| (e["kind"].as_str().unwrap_or("").to_string(), e["display_name"].as_str().unwrap_or("").to_string()));
+    sorted.sort_by_key(|e| {
+        (
+            e["kind"].as_str().unwrap_or("").to_string(),
+            e["display_name"].as_str().unwrap_or("").to_string(),
+        )
+    });
     for e in sorted.iter().take(rows) {
         let kind_detail = e["details"]["mailbox_type"].as_str().unwrap_or("");
         println!(
