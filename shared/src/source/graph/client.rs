@@ -406,12 +406,10 @@ fn without_url(e: &reqwest::Error) -> String {
     }
 }
 
+/// The human part of an Entra ID error description: its first line, without
+/// the trace and correlation ids that follow.
 fn first_line(text: &str) -> String {
-    text.lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .chars()
-        .take(300)
-        .collect()
+    let line = text.lines().next().unwrap_or_default();
+    let line = line.split(" Trace ID:").next().unwrap_or(line);
+    line.trim().chars().take(300).collect()
 }

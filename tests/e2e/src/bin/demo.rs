@@ -164,7 +164,10 @@ fn print_table(entities: &[Value], rows: usize) {
         )
     });
     for e in sorted.iter().take(rows) {
-        let kind_detail = e["details"]["mailbox_type"].as_str().unwrap_or("");
+        let mut kind_detail = e["details"]["mailbox_type"].as_str().unwrap_or("").to_string();
+        if e["details"]["account_enabled"] == json!(false) {
+            kind_detail = format!("{kind_detail} (sign-in blocked)").trim().to_string();
+        }
         println!(
             "    {} {} {} {} {}",
             cell(&e["kind"], 9),
