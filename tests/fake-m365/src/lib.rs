@@ -198,6 +198,13 @@ impl FakeM365 {
     pub fn add_user(&self, user: User) {
         self.shared.lock().tenant.users.push(user);
     }
+    /// Ends every access token now (the next Graph request gets 401 and must renew).
+    pub fn expire_tokens(&self) {
+        let now = Instant::now();
+        for (_, expiry) in self.shared.lock().tokens.values_mut() {
+            *expiry = now;
+        }
+    }
     pub fn remove_user(&self, id: &str) {
         self.shared
             .lock()
@@ -274,8 +281,24 @@ impl Outcome {
     fn into_response(self) -> Response {
         let bytes = serde_json::to_vec(&self.body).unwrap_or_default();
         let mut response = if self.truncate && bytes.len() > 1 {
+            // Half the body, then the connection breaks: the declared length is never reached.
             let full = bytes.len();
-            let mut r = Response::new(Body::from(bytes[..full / 2].to_vec()));
+            let half = Bytes::from(bytes[..full / 2].to_vec());
+            let chunks = futures::stream::unfold(0u8, move |step| {
+                let half = half.clone();
+                async move {
+                    match step {
+                        0 => Some((Ok(half), 1)),
+                        1 => {
+                            // Let the headers and the first half reach the client before the break.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            Some((Err(std::io::Error::other("truncated by fault injection")), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            let mut r = Response::new(Body::from_stream(chunks));
             if let Ok(v) = HeaderValue::from_str(&full.to_string()) {
                 r.headers_mut().insert(header::CONTENT_LENGTH, v);
             }

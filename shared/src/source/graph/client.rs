@@ -413,3 +413,50 @@ fn first_line(text: &str) -> String {
     let line = line.split(" Trace ID:").next().unwrap_or(line);
     line.trim().chars().take(300).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> GraphClient {
+        let creds = GraphCredentials {
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            client_secret: Secret::new("s"),
+            login_url: "https://login.example".into(),
+            graph_url: "https://graph.example".into(),
+        };
+        GraphClient::new(reqwest::Client::new(), creds, RetryPolicy::default())
+    }
+
+    #[test]
+    fn links_must_stay_on_the_graph_host() {
+        let c = client();
+        assert!(c.resolve("/users?$top=1").is_ok());
+        assert!(c.resolve("https://graph.example/v1.0/users?$skiptoken=x").is_ok());
+        assert!(
+            c.resolve("https://evil.example/v1.0/users").is_err(),
+            "the token must not follow a link elsewhere"
+        );
+        assert!(
+            c.resolve("http://graph.example/v1.0/users").is_err(),
+            "nor downgrade to http"
+        );
+    }
+
+    #[test]
+    fn backoff_stays_within_its_cap() {
+        let p = RetryPolicy::default();
+        for attempt in 0..20 {
+            assert!(p.backoff(attempt) <= p.max_delay);
+        }
+    }
+
+    #[test]
+    fn entra_descriptions_lose_their_ids() {
+        assert_eq!(
+            first_line("AADSTS7000215: Invalid client secret. Trace ID: 1 Correlation ID: 2"),
+            "AADSTS7000215: Invalid client secret."
+        );
+    }
+}
