@@ -114,6 +114,11 @@ impl Stack {
         &self.template
     }
 
+    /// The template parameters in force (given values over defaults).
+    pub fn parameters(&self) -> &BTreeMap<String, String> {
+        &self.parameters
+    }
+
     pub fn physical(&self) -> &BTreeMap<String, Physical> {
         &self.physical
     }
@@ -134,27 +139,7 @@ impl Stack {
     /// A function's environment as Lambda would give it: the template's
     /// `Globals` and own variables resolved, plus the emulator's endpoint.
     pub fn function_env(&self, function: &str) -> Result<BTreeMap<String, String>> {
-        let resource = self
-            .template
-            .resources
-            .get(function)
-            .with_context(|| format!("no function {function} in the template"))?;
-        let resolver = self.resolver();
-        let mut env = BTreeMap::new();
-        let own = resource.prop("Environment").and_then(|e| e.get("Variables"));
-        for vars in [Some(&self.template.globals_env), own].into_iter().flatten() {
-            if let Some(map) = vars.as_mapping() {
-                for (k, v) in map {
-                    let key = k.as_str().context("variable name")?.to_string();
-                    env.insert(
-                        key.clone(),
-                        resolver
-                            .string(v)
-                            .with_context(|| format!("{function}: variable {key}"))?,
-                    );
-                }
-            }
-        }
+        let mut env = self.template.function_env(function, &self.resolver())?;
         env.insert("AWS_ENDPOINT_URL".into(), self.endpoint().to_string());
         env.insert("AWS_REGION".into(), template::REGION.into());
         Ok(env)

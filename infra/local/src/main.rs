@@ -46,6 +46,7 @@ struct StackFile {
     endpoint: String,
     stack_name: String,
     api_url: Option<String>,
+    parameters: BTreeMap<String, String>,
     physical: BTreeMap<String, strata_local::Physical>,
 }
 
@@ -75,6 +76,7 @@ async fn main() -> Result<()> {
                 endpoint: stack.endpoint().to_string(),
                 stack_name: stack.options.stack_name.clone(),
                 api_url: running.api_url(),
+                parameters: stack.parameters().clone(),
                 physical: stack.physical().clone(),
             };
             std::fs::create_dir_all(root.join(".strata-local"))?;
@@ -134,22 +136,15 @@ async fn main() -> Result<()> {
                 &std::fs::read(&state_file).context("no running stack: start `strata-local up` first")?,
             )?;
             let template = strata_local::Template::load(&root.join("infra/template.yaml"))?;
-            let parameters: BTreeMap<String, String> = template
-                .parameters
-                .iter()
-                .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
-                .collect();
             let resolver = strata_local::template::Resolver {
                 stack_name: &file.stack_name,
-                parameters: &parameters,
+                parameters: &file.parameters,
                 physical: &file.physical,
             };
-            if let Some(vars) = template.globals_env.as_mapping() {
-                for (k, v) in vars {
-                    println!("{}={}", k.as_str().unwrap_or_default(), resolver.string(v)?);
-                }
+            for (k, v) in template.function_env(&function, &resolver)? {
+                println!("{k}={v}");
             }
-            let _ = function;
+            println!("AWS_ENDPOINT_URL={}", file.endpoint);
         }
     }
     Ok(())

@@ -91,6 +91,26 @@ impl Template {
         self.resources.values().filter(move |r| r.kind == kind)
     }
 
+    /// A function's environment variables (`Globals` merged with its own), resolved.
+    pub fn function_env(&self, function: &str, resolver: &Resolver<'_>) -> Result<BTreeMap<String, String>> {
+        let resource = self
+            .resources
+            .get(function)
+            .with_context(|| format!("no function {function} in the template"))?;
+        let own = resource.prop("Environment").and_then(|e| e.get("Variables"));
+        let mut env = BTreeMap::new();
+        for vars in [Some(&self.globals_env), own].into_iter().flatten() {
+            for (k, v) in vars.as_mapping().into_iter().flatten() {
+                let key = k.as_str().context("variable name")?.to_string();
+                let value = resolver
+                    .string(v)
+                    .with_context(|| format!("{function}: variable {key}"))?;
+                env.insert(key, value);
+            }
+        }
+        Ok(env)
+    }
+
     /// The serverless functions' logical ids.
     pub fn functions(&self) -> Vec<String> {
         self.of_kind("AWS::Serverless::Function")

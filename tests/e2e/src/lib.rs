@@ -233,14 +233,25 @@ impl Api {
 
     /// Polls a connection's discovery until it has finished.
     pub async fn wait_discovery(&self, connection_id: &str, timeout: Duration) -> Result<Value> {
+        self.wait_discovery_after(connection_id, "", timeout).await
+    }
+
+    /// Polls until the discovery of `request_id` (any, when empty) has finished.
+    pub async fn wait_discovery_after(
+        &self,
+        connection_id: &str,
+        request_id: &str,
+        timeout: Duration,
+    ) -> Result<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let (status, body) = self.get(&format!("/v1/connections/{connection_id}/discovery")).await?;
             if status != 200 {
                 bail!("discovery status answered {status}: {body}");
             }
+            let ours = request_id.is_empty() || body["request_id"] == request_id;
             match body["state"].as_str() {
-                Some("succeeded") | Some("failed") => return Ok(body),
+                Some("succeeded") | Some("failed") if ours => return Ok(body),
                 _ if tokio::time::Instant::now() > deadline => bail!("discovery did not finish in time: {body}"),
                 _ => tokio::time::sleep(Duration::from_millis(200)).await,
             }

@@ -229,6 +229,46 @@ async fn sign_up_two_factor_connect_discover_activate_pause_resume() {
         "{activity}"
     );
 
+    // Discovery on request: queued, then done again; nothing new.
+    let (status, queued) = admin
+        .post(&format!("/v1/connections/{conn_id}/discover"), json!({}))
+        .await
+        .expect("discover");
+    assert_eq!((status, queued["state"].as_str()), (202, Some("queued")), "{queued}");
+    let again = admin
+        .wait_discovery_after(
+            &conn_id,
+            queued["request_id"].as_str().expect("request id"),
+            Duration::from_secs(120),
+        )
+        .await
+        .expect("discovery");
+    assert_eq!(
+        (again["state"].as_str(), again["result"]["new"].as_u64()),
+        (Some("succeeded"), Some(0)),
+        "{again}"
+    );
+
+    // Deleting the connection keeps the entities (their data stays) but pauses the active ones.
+    assert_eq!(
+        admin
+            .delete(&format!("/v1/connections/{conn_id}"))
+            .await
+            .expect("delete")
+            .0,
+        204
+    );
+    assert_eq!(
+        admin.get(&format!("/v1/connections/{conn_id}")).await.expect("get").0,
+        404
+    );
+    let after = admin.all_entities("").await.expect("entities");
+    assert_eq!(after.len(), entities.len());
+    assert!(
+        after.iter().all(|e| e["status"] == "paused"),
+        "active entities are paused"
+    );
+
     // The OpenAPI document is served.
     let (status, doc) = api.get("/v1/openapi.json").await.expect("openapi");
     assert_eq!(status, 200);

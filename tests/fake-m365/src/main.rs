@@ -22,6 +22,10 @@ struct Args {
     time_scale: f64,
     #[arg(long)]
     no_throttle: bool,
+    /// Fault rules as JSON, e.g. '{"rules":[{"path_contains":"/users","kind":{"type":"status","status":503},"probability":0.1}]}'
+    /// (also settable at run time: POST /_fake/faults).
+    #[arg(long)]
+    faults: Option<String>,
 }
 
 #[tokio::main]
