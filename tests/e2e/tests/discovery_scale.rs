@@ -33,6 +33,13 @@ async fn ten_thousand_users_under_throttling() {
         .expect("discovery");
     assert_eq!(discovery["state"], "succeeded", "{discovery}");
     let result = &discovery["result"];
+    let took = chrono::DateTime::parse_from_rfc3339(discovery["finished_at"].as_str().expect("finished"))
+        .expect("time")
+        - chrono::DateTime::parse_from_rfc3339(discovery["started_at"].as_str().expect("started")).expect("time");
+    println!(
+        "discovery of 10,000 users: {} ms, result {result}",
+        took.num_milliseconds()
+    );
     assert_eq!(result["users"], 10_000);
     assert_eq!(
         result["undetermined"], 0,
