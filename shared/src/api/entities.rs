@@ -100,19 +100,11 @@ async fn transition(
     id: String,
     t: Transition,
 ) -> Result<Json<Entity>, ApiError> {
-    let id = EntityId(id);
-    let current = ctx
-        .state
-        .entity(&principal.account_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("entity"))?;
-    t.apply(current.status)
-        .map_err(|why| ApiError::conflict("invalid_transition", why))?;
     let now = Utc::now();
-    let mut refused = None;
+    // Unknown ids answer 404 (StateError::NotFound); a refused move changes nothing.
     let entity = ctx
         .state
-        .update_entity(&principal.account_id, &id, |e| match t.apply(e.status) {
+        .update_entity(&principal.account_id, &EntityId(id), |e| match t.apply(e.status) {
             Ok(Some(status)) => {
                 if status == EntityStatus::Active && e.activated_at.is_none() {
                     e.activated_at = Some(now);
@@ -123,13 +115,10 @@ async fn transition(
             Ok(None) | Err(_) => false,
         })
         .await?;
-    if let Err(why) = t.apply(entity.status) {
-        refused = Some(why);
-    }
-    match refused {
-        Some(why) => Err(ApiError::conflict("invalid_transition", why)),
-        None => Ok(Json(entity)),
-    }
+    // After a move the entity is where it was asked to go; otherwise this names why not.
+    t.apply(entity.status)
+        .map_err(|why| ApiError::conflict("invalid_transition", why))?;
+    Ok(Json(entity))
 }
 
 /// Starts protecting an entity.
@@ -200,18 +189,19 @@ pub async fn activate_all(
             .entities(&principal.account_id, &filter, 500, cursor.as_deref())
             .await?;
         for entity in page.items {
-            let updated = ctx
-                .state
+            let changed = std::sync::atomic::AtomicBool::new(false);
+            ctx.state
                 .update_entity(&principal.account_id, &entity.id, |e| {
                     let discovered = e.status == EntityStatus::Discovered;
                     if discovered {
                         e.status = EntityStatus::Active;
                         e.activated_at = Some(now);
                     }
+                    changed.store(discovered, std::sync::atomic::Ordering::Relaxed);
                     discovered
                 })
                 .await?;
-            if updated.activated_at == Some(now) {
+            if changed.load(std::sync::atomic::Ordering::Relaxed) {
                 activated += 1;
             }
         }
