@@ -10,6 +10,7 @@ pub mod context;
 pub mod model;
 pub mod ops;
 pub mod queue;
+pub mod repo;
 pub mod secrets;
 pub mod source;
 pub mod state;
