@@ -23,6 +23,8 @@ pub struct Config {
     pub kms_key_id: String,
     /// Queue of discovery requests (`DISCOVERY_QUEUE_URL`).
     pub discovery_queue_url: String,
+    /// Queue of backup requests (`BACKUP_QUEUE_URL`).
+    pub backup_queue_url: Option<String>,
     /// Secrets Manager secret holding the one-time bootstrap token (`BOOTSTRAP_SECRET_ARN`).
     pub bootstrap_secret_arn: String,
     /// Whether anyone may sign up without the bootstrap token (`OPEN_SIGNUP`).
@@ -90,6 +92,7 @@ impl Config {
             kms_key_id: required("KMS_KEY_ID")?,
             discovery_queue_url: required("DISCOVERY_QUEUE_URL")?,
             bootstrap_secret_arn: required("BOOTSTRAP_SECRET_ARN")?,
+            backup_queue_url: optional("BACKUP_QUEUE_URL"),
             open_signup: flag("OPEN_SIGNUP")?,
             ses_from_address: optional("SES_FROM_ADDRESS").unwrap_or_else(|| "strata@example.com".into()),
             session_ttl: Duration::from_secs(number("SESSION_TTL_SECS", 12 * 3600)?),

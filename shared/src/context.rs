@@ -15,6 +15,11 @@ pub struct Context {
     pub sealer: Arc<dyn Sealer>,
     pub discovery_queue: Arc<dyn Enqueue>,
     pub bootstrap: Arc<dyn BootstrapToken>,
+    /// Where the backup repository lives (the data bucket) and who wraps its keys (KMS).
+    pub repo_store: Arc<dyn crate::repo::BlobStore>,
+    pub repo_keys: Arc<dyn crate::repo::KeyProvider>,
+    /// Queue of backup requests (`BACKUP_QUEUE_URL`), when the function sends them.
+    pub backup_queue: Option<Arc<dyn Enqueue>>,
     /// The HTTP client of the SaaS connectors.
     pub http: reqwest::Client,
 }
@@ -46,11 +51,30 @@ impl Context {
             aws_sdk_secretsmanager::Client::new(sdk),
             &config.bootstrap_secret_arn,
         ));
+        // Path-style addressing for emulators on loopback; virtual-hosted style in AWS.
+        let s3_config = aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(config.aws_endpoint_url.is_some())
+            .build();
+        let repo_store = Arc::new(crate::repo::S3Store::new(
+            aws_sdk_s3::Client::from_conf(s3_config),
+            &config.data_bucket,
+        ));
+        let repo_keys = Arc::new(crate::repo::KmsKeys::new(
+            aws_sdk_kms::Client::new(sdk),
+            &config.kms_key_id,
+        ));
+        let backup_queue = config
+            .backup_queue_url
+            .as_ref()
+            .map(|url| Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), url)) as Arc<dyn Enqueue>);
         Ok(Self {
             state: State::new(items),
             sealer,
             discovery_queue,
             bootstrap,
+            repo_store,
+            repo_keys,
+            backup_queue,
             http: http_client()?,
             config,
         })

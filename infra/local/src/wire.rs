@@ -32,6 +32,10 @@ pub async fn handlers(stack: &Stack, overrides: &BTreeMap<String, String>) -> Re
                 let ctx = ctx.clone();
                 Box::pin(async move { Ok(strata::ops::discovery::handle_batch(&ctx, event).await) })
             })),
+            "BackupFunction" => Handler::Sqs(Arc::new(move |event| {
+                let ctx = ctx.clone();
+                Box::pin(async move { Ok(strata::ops::backup::handle_batch(&ctx, event).await) })
+            })),
             other => bail!("no local handler for function {other}: wire it in infra/local/src/wire.rs"),
         };
         out.insert(function, handler);

@@ -151,6 +151,53 @@ pub async fn resume(
     transition(&ctx, &principal, id, Transition::Resume).await
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct BackupQueued {
+    pub entity_id: EntityId,
+    pub request_id: String,
+}
+
+/// Backs up an active entity now ("back up now").
+#[utoipa::path(post, path = "/v1/entities/{id}/backup", tag = "entities", params(("id" = String, Path)), responses((status = 202, body = BackupQueued), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)), security(("session" = [])))]
+pub async fn backup_now(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<(axum::http::StatusCode, Json<BackupQueued>), ApiError> {
+    let entity = ctx
+        .state
+        .entity(&principal.account_id, &EntityId(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("entity"))?;
+    if entity.status != EntityStatus::Active {
+        return Err(ApiError::conflict(
+            "not_active",
+            "only an active entity is backed up; activate or resume it first",
+        ));
+    }
+    let queue = ctx
+        .backup_queue
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("backup queue", &"BACKUP_QUEUE_URL is not configured"))?;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let message = crate::ops::backup::BackupMessage {
+        account_id: principal.account_id.clone(),
+        entity_id: entity.id.clone(),
+        request_id: request_id.clone(),
+    };
+    queue
+        .send(&serde_json::to_value(&message).unwrap_or_default())
+        .await
+        .map_err(|e| ApiError::unavailable("backup queue", &e))?;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(BackupQueued {
+            entity_id: entity.id,
+            request_id,
+        }),
+    ))
+}
+
 #[derive(Deserialize, ToSchema, Default)]
 pub struct ActivateAll {
     pub kind: Option<EntityKind>,

@@ -44,6 +44,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/entities/{id}/activate", post(entities::activate))
         .route("/v1/entities/{id}/pause", post(entities::pause))
         .route("/v1/entities/{id}/resume", post(entities::resume))
+        .route("/v1/entities/{id}/backup", post(entities::backup_now))
         .fallback(error::not_found)
         .with_state(ctx)
 }

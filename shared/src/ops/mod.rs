@@ -1,5 +1,6 @@
 //! The operations, as plain async functions over a [`crate::Context`]:
 //! each Lambda's `main.rs` calls one of them.
 
+pub mod backup;
 pub mod connections;
 pub mod discovery;

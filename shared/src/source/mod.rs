@@ -26,6 +26,9 @@ pub enum SourceError {
     Unavailable(String),
     #[error("unexpected response: {0}")]
     Protocol(String),
+    /// The delta token expired (`syncStateNotFound`, 410 Gone): enumerate again.
+    #[error("the sync state expired; a full resync is needed")]
+    Resync,
 }
 
 impl SourceError {

@@ -493,6 +493,36 @@ impl State {
         Ok(self.items.put(item, PutCondition::None).await?)
     }
 
+    // ----- backup cursors -----
+
+    /// The delta cursors of an entity (saved only after the snapshot that holds their data).
+    pub async fn cursor(
+        &self,
+        account: &AccountId,
+        entity: &EntityId,
+    ) -> Result<Option<serde_json::Value>, StateError> {
+        Ok(self
+            .items
+            .get(&acct(account), &format!("CURSOR#{entity}"))
+            .await?
+            .map(|i| i.doc))
+    }
+
+    pub async fn put_cursor(
+        &self,
+        account: &AccountId,
+        entity: &EntityId,
+        cursor: &serde_json::Value,
+    ) -> Result<(), StateError> {
+        Ok(self
+            .items
+            .put(
+                Item::new(acct(account), format!("CURSOR#{entity}"), cursor.clone()),
+                PutCondition::None,
+            )
+            .await?)
+    }
+
     // ----- helpers -----
 
     async fn query_all<T: serde::de::DeserializeOwned>(&self, query: Query) -> Result<Vec<T>, StateError> {

@@ -3,7 +3,10 @@
 //! `saas-apis.md` §A — error shapes, opaque paging, throttling at the real
 //! limits (scaled in time), fault injection, and a request log the tests read.
 
+mod mail;
 mod tenant;
+
+pub use mail::{Folder, MailItem, Mailbox};
 
 pub use tenant::{Message, Site, Sizes, Tenant, User, UserKind};
 
@@ -114,6 +117,19 @@ struct Inner {
     mailbox_in_flight: HashMap<String, usize>,
     ru_window: (Instant, u64),
     blocked_until: HashMap<String, Instant>,
+    /// Mailboxes by user id.
+    mailboxes: HashMap<String, Mailbox>,
+}
+
+fn mailbox_of(user: &User) -> Option<Mailbox> {
+    if !user.kind.has_mailbox() {
+        return None;
+    }
+    let mut mailbox = Mailbox::new(&user.id);
+    for m in &user.messages {
+        mailbox.add(&m.folder, m.mime.clone());
+    }
+    Some(mailbox)
 }
 
 struct Shared {
@@ -141,6 +157,7 @@ pub struct FakeM365 {
 impl FakeM365 {
     pub async fn start(tenant: Tenant, options: Options) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let tenant_users = tenant.users.clone();
         let url = format!("http://{}", listener.local_addr()?);
         let inner = Inner {
             tenant,
@@ -153,6 +170,7 @@ impl FakeM365 {
             mailbox_in_flight: HashMap::new(),
             ru_window: (Instant::now(), 0),
             blocked_until: HashMap::new(),
+            mailboxes: tenant_mailboxes(&tenant_users),
         };
         let shared = Arc::new(Shared {
             inner: Mutex::new(inner),
@@ -196,7 +214,39 @@ impl FakeM365 {
         self.shared.lock().faults = faults;
     }
     pub fn add_user(&self, user: User) {
-        self.shared.lock().tenant.users.push(user);
+        let mut inner = self.shared.lock();
+        if let Some(mailbox) = mailbox_of(&user) {
+            inner.mailboxes.insert(user.id.clone(), mailbox);
+        }
+        inner.tenant.users.push(user);
+    }
+
+    fn with_mailbox<T>(&self, user: &str, f: impl FnOnce(&mut Mailbox) -> T) -> Option<T> {
+        let mut inner = self.shared.lock();
+        let id = find_user(&inner.tenant, user)?.id.clone();
+        inner.mailboxes.get_mut(&id).map(f)
+    }
+
+    /// Delivers a message into a folder (created with its parents); returns its id.
+    pub fn add_message(&self, user: &str, folder_path: &str, mime: Vec<u8>) -> Option<String> {
+        self.with_mailbox(user, |m| m.add(folder_path, mime))
+    }
+    pub fn delete_message(&self, user: &str, id: &str) -> bool {
+        self.with_mailbox(user, |m| m.delete(id)).unwrap_or(false)
+    }
+    pub fn move_message(&self, user: &str, id: &str, folder_path: &str) -> bool {
+        self.with_mailbox(user, |m| m.move_to(id, folder_path)).unwrap_or(false)
+    }
+    pub fn set_read(&self, user: &str, id: &str, read: bool) -> bool {
+        self.with_mailbox(user, |m| m.set_read(id, read)).unwrap_or(false)
+    }
+    /// Forgets the mailbox's sync states: the next delta with an old token gets `syncStateNotFound`.
+    pub fn expire_sync_states(&self, user: &str) {
+        self.with_mailbox(user, Mailbox::expire_sync_states);
+    }
+    /// A copy of the user's mailbox (folders and messages).
+    pub fn mailbox(&self, user: &str) -> Option<Mailbox> {
+        self.with_mailbox(user, |m| m.clone())
     }
     /// Ends every access token now (the next Graph request gets 401 and must renew).
     pub fn expire_tokens(&self) {
@@ -256,6 +306,8 @@ fn aad_error(status: StatusCode, error: &str, code: u32, description: &str) -> (
 struct Outcome {
     status: StatusCode,
     body: Value,
+    /// A raw body (MIME from `$value`) instead of JSON.
+    raw: Option<Vec<u8>>,
     retry_after: Option<u32>,
     truncate: bool,
 }
@@ -266,6 +318,7 @@ impl Outcome {
             status,
             body,
             retry_after: None,
+            raw: None,
             truncate: false,
         }
     }
@@ -275,11 +328,20 @@ impl Outcome {
             status,
             body,
             retry_after: Some(retry_after),
+            raw: None,
             truncate: false,
         }
     }
     fn into_response(self) -> Response {
-        let bytes = serde_json::to_vec(&self.body).unwrap_or_default();
+        let content_type = if self.raw.is_some() {
+            "text/plain"
+        } else {
+            "application/json"
+        };
+        let bytes = match self.raw {
+            Some(raw) => raw,
+            None => serde_json::to_vec(&self.body).unwrap_or_default(),
+        };
         let mut response = if self.truncate && bytes.len() > 1 {
             // Half the body, then the connection breaks: the declared length is never reached.
             let full = bytes.len();
@@ -309,7 +371,7 @@ impl Outcome {
         *response.status_mut() = self.status;
         response
             .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         if let Some(secs) = self
             .retry_after
             .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
@@ -712,7 +774,7 @@ async fn graph(
             "Request_BadRequest",
             "The method is not supported by the fake.",
         )),
-        _ => serve(shared, segments, query),
+        _ => serve(shared, segments, query, headers),
     };
     if let Some(mailbox) = scope.and_then(|s| s.strip_prefix("mailbox:")) {
         let mut inner = shared.lock();
@@ -834,7 +896,10 @@ fn find_user<'a>(tenant: &'a Tenant, id: &str) -> Option<&'a User> {
         .find(|u| u.id == id || u.user_principal_name.eq_ignore_ascii_case(id))
 }
 
-fn serve(shared: &Shared, segments: &[&str], query: Option<&str>) -> Outcome {
+fn serve(shared: &Shared, segments: &[&str], query: Option<&str>, headers: &HeaderMap) -> Outcome {
+    if let ["v1.0", "users", id, "mailFolders" | "messages", ..] = segments {
+        return serve_mail(shared, id, segments, query, headers);
+    }
     let inner = shared.lock();
     let tenant = &inner.tenant;
     let not_found_user = || {
@@ -933,4 +998,166 @@ fn serve(shared: &Shared, segments: &[&str], query: Option<&str>) -> Outcome {
 
 fn site_json(s: &Site) -> Value {
     json!({"id": s.id, "name": s.name, "displayName": s.display_name, "webUrl": s.web_url, "createdDateTime": "2023-03-01T10:00:00Z", "siteCollection": {"hostname": s.web_url.trim_start_matches("https://").split('/').next().unwrap_or_default()}})
+}
+
+fn tenant_mailboxes(users: &[User]) -> HashMap<String, Mailbox> {
+    users
+        .iter()
+        .filter_map(|u| mailbox_of(u).map(|m| (u.id.clone(), m)))
+        .collect()
+}
+
+fn max_page_size(headers: &HeaderMap) -> usize {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|v| {
+            v.trim()
+                .strip_prefix("odata.maxpagesize=")
+                .and_then(|n| n.parse::<usize>().ok())
+        })
+        .unwrap_or(10)
+        .clamp(1, 1000)
+}
+
+/// Mail folders, message delta and MIME (saas-apis.md §A4).
+fn serve_mail(shared: &Shared, user: &str, segments: &[&str], query: Option<&str>, headers: &HeaderMap) -> Outcome {
+    let inner = shared.lock();
+    let Some(owner) = find_user(&inner.tenant, user) else {
+        return Outcome::json(graph_error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            "Resource does not exist.",
+        ));
+    };
+    let Some(mailbox) = inner.mailboxes.get(&owner.id) else {
+        return Outcome::json(graph_error(
+            StatusCode::NOT_FOUND,
+            "MailboxNotEnabledForRESTAPI",
+            "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
+        ));
+    };
+    let p = params(query);
+    let hidden = p.get("includeHiddenFolders").is_some_and(|v| v == "true");
+    let not_found = || {
+        Outcome::json(graph_error(
+            StatusCode::NOT_FOUND,
+            "ErrorItemNotFound",
+            "The specified object was not found in the store.",
+        ))
+    };
+    let base = format!("{}/v1.0/users/{user}", shared.base_url);
+    match &segments[3..] {
+        ["mailFolders"] => {
+            let folders = mailbox
+                .folders
+                .iter()
+                .filter(|f| f.parent_id.is_none() && (hidden || !f.hidden))
+                .map(|f| mailbox.folder_json(f))
+                .collect();
+            drop(inner);
+            page(shared, &format!("users/{user}/mailFolders"), folders, query, 10)
+        }
+        ["mailFolders", fid, "childFolders"] => {
+            if !mailbox.folders.iter().any(|f| f.id == *fid) {
+                return not_found();
+            }
+            let folders = mailbox
+                .folders
+                .iter()
+                .filter(|f| f.parent_id.as_deref() == Some(*fid) && (hidden || !f.hidden))
+                .map(|f| mailbox.folder_json(f))
+                .collect();
+            drop(inner);
+            page(
+                shared,
+                &format!("users/{user}/mailFolders/{fid}/childFolders"),
+                folders,
+                query,
+                10,
+            )
+        }
+        ["mailFolders", fid, "messages", "delta"] => {
+            if !mailbox.folders.iter().any(|f| f.id == *fid) {
+                return not_found();
+            }
+            let page_size = max_page_size(headers);
+            let now = mailbox.current_seq();
+            let state = match (p.get("$skiptoken"), p.get("$deltatoken")) {
+                (Some(t), _) => mail::SyncState::decode(t),
+                (None, Some(t)) => mail::SyncState::decode(t).map(|s| mail::SyncState {
+                    upto: now,
+                    after_created: 0,
+                    after_removal: 0,
+                    ..s
+                }),
+                (None, None) => Some(mail::SyncState {
+                    since: 0,
+                    upto: now,
+                    after_created: 0,
+                    after_removal: 0,
+                    page: page_size,
+                }),
+            };
+            let Some(mut state) = state else {
+                return Outcome::json(graph_error(
+                    StatusCode::BAD_REQUEST,
+                    "ErrorInvalidUrlQuery",
+                    "The sync state is malformed.",
+                ));
+            };
+            if state.since > 0 && state.since < mailbox.oldest_sync_state {
+                return Outcome::json(graph_error(
+                    StatusCode::GONE,
+                    "syncStateNotFound",
+                    "The sync state generation is not found; start a full synchronization.",
+                ));
+            }
+            state.page = page_size;
+            let (values, next) = mail::delta_page(mailbox, fid, &state);
+            let (name, link) = match next {
+                Some(next) => (
+                    "@odata.nextLink",
+                    format!("{base}/mailFolders/{fid}/messages/delta?$skiptoken={}", next.encode()),
+                ),
+                None => {
+                    let next = mail::SyncState {
+                        since: state.upto,
+                        upto: 0,
+                        after_created: 0,
+                        after_removal: 0,
+                        page: page_size,
+                    };
+                    (
+                        "@odata.deltaLink",
+                        format!("{base}/mailFolders/{fid}/messages/delta?$deltatoken={}", next.encode()),
+                    )
+                }
+            };
+            let mut body = json!({"@odata.context": format!("{}/v1.0/$metadata#Collection(message)", shared.base_url), "value": values});
+            body[name] = json!(link);
+            Outcome::json((StatusCode::OK, body))
+        }
+        ["messages", mid] => match mailbox.items.iter().find(|m| m.id == *mid) {
+            Some(m) => Outcome::json((StatusCode::OK, mail::message_json(m))),
+            None => not_found(),
+        },
+        ["messages", mid, "$value"] => match mailbox.items.iter().find(|m| m.id == *mid) {
+            Some(m) => Outcome {
+                status: StatusCode::OK,
+                body: Value::Null,
+                raw: Some(m.mime.clone()),
+                retry_after: None,
+                truncate: false,
+            },
+            None => not_found(),
+        },
+        _ => Outcome::json(graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Unsupported mail resource.",
+        )),
+    }
 }

@@ -119,7 +119,7 @@ pub struct GraphClient {
 
 /// What one attempt ended with.
 enum Attempt {
-    Done(serde_json::Value),
+    Done(bytes::Bytes),
     Throttled(Option<Duration>),
     Transient(String),
     ExpiredToken,
@@ -232,11 +232,27 @@ impl GraphClient {
 
     /// GET a Graph path (`/users?...`) or an absolute `@odata.nextLink`, as JSON.
     pub async fn get_json(&self, path_or_url: &str) -> Result<serde_json::Value, SourceError> {
+        let body = self.get_body(path_or_url, None).await?;
+        serde_json::from_slice(&body).map_err(|e| SourceError::Protocol(format!("unreadable response: {e}")))
+    }
+
+    /// GET with an extra `Prefer` preference (e.g. `odata.maxpagesize=100`), as JSON.
+    pub async fn get_json_prefer(&self, path_or_url: &str, prefer: &str) -> Result<serde_json::Value, SourceError> {
+        let body = self.get_body(path_or_url, Some(prefer)).await?;
+        serde_json::from_slice(&body).map_err(|e| SourceError::Protocol(format!("unreadable response: {e}")))
+    }
+
+    /// GET the raw body (MIME from `$value`), with the same retries and gates.
+    pub async fn get_raw(&self, path_or_url: &str) -> Result<bytes::Bytes, SourceError> {
+        self.get_body(path_or_url, Some("raw")).await
+    }
+
+    async fn get_body(&self, path_or_url: &str, prefer: Option<&str>) -> Result<bytes::Bytes, SourceError> {
         let url = self.resolve(path_or_url)?;
         let scope = Scope::of_path(url.path());
         let (mut attempts, mut throttled_attempts, mut token_renewed) = (0u32, 0u32, false);
         loop {
-            match self.attempt(&url, &scope).await? {
+            match self.attempt(&url, &scope, prefer).await? {
                 Attempt::Done(value) => return Ok(value),
                 Attempt::ExpiredToken if !token_renewed => {
                     token_renewed = true;
@@ -306,7 +322,7 @@ impl GraphClient {
         Ok(url)
     }
 
-    async fn attempt(&self, url: &url::Url, scope: &Scope) -> Result<Attempt, SourceError> {
+    async fn attempt(&self, url: &url::Url, scope: &Scope, prefer: Option<&str>) -> Result<Attempt, SourceError> {
         let mailbox = match scope {
             Scope::Mailbox(id) => Some(self.gates.mailbox(id)),
             _ => None,
@@ -332,7 +348,13 @@ impl GraphClient {
             .http
             .get(url.clone())
             .bearer_auth(token.expose())
-            .header("Prefer", "IdType=\"ImmutableId\"")
+            .header(
+                "Prefer",
+                match prefer {
+                    Some(p) if p != "raw" => format!("IdType=\"ImmutableId\", {p}"),
+                    _ => "IdType=\"ImmutableId\"".to_string(),
+                },
+            )
             .send()
             .await;
         let response = match response {
@@ -351,11 +373,15 @@ impl GraphClient {
             Err(e) => return Ok(Attempt::Transient(format!("response body broken: {}", without_url(&e)))),
         };
         if (200..300).contains(&status) {
-            return Ok(match serde_json::from_slice(&body) {
-                Ok(value) => Attempt::Done(value),
-                // A truncated or garbled body: ask again.
-                Err(e) => Attempt::Transient(format!("unreadable response: {e}")),
-            });
+            // JSON must parse: a garbled body is asked for again. Raw bodies arrived whole (length checked by HTTP).
+            let json_expected = prefer != Some("raw");
+            if let Some(e) = json_expected
+                .then(|| serde_json::from_slice::<serde::de::IgnoredAny>(&body).err())
+                .flatten()
+            {
+                return Ok(Attempt::Transient(format!("unreadable response: {e}")));
+            }
+            return Ok(Attempt::Done(body));
         }
         let (code, message) = match serde_json::from_slice::<GraphErrorBody>(&body) {
             Ok(b) => (b.error.code, b.error.message),
@@ -366,6 +392,8 @@ impl GraphClient {
         };
         Ok(match status {
             429 => Attempt::Throttled(retry_after),
+            410 => return Err(SourceError::Resync),
+            _ if code == "syncStateNotFound" || code == "resyncRequired" => return Err(SourceError::Resync),
             503 if retry_after.is_some() => Attempt::Throttled(retry_after),
             401 if code == "InvalidAuthenticationToken" || code.is_empty() => Attempt::ExpiredToken,
             500..=599 => Attempt::Transient(format!("{status} {code}")),

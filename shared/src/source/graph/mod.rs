@@ -5,7 +5,9 @@
 
 mod client;
 mod directory;
+mod mail;
 mod throttle;
 
 pub use client::{GraphClient, GraphCredentials, RetryPolicy};
+pub use mail::{DELTA_PAGE_SIZE, DeltaPage, MailFolder, MessageChange};
 pub use throttle::Scope;

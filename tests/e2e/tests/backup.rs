@@ -1,0 +1,235 @@
+//! Mail backup through the local stack (issue 3, first slice): a mailbox
+//! seeded from `.eml` files reads back byte for byte; an unchanged mailbox
+//! fetches no content and writes no pack; deletions, moves and read changes
+//! are recorded without re-fetching content; an expired delta token resyncs
+//! without false additions.
+
+use base64::Engine;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use strata::repo::{KmsKeys, Repo, S3Store};
+use strata_e2e::{World, WorldOptions};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn eml_fixtures() -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fake-m365/fixtures/tenant");
+    let mut out = Vec::new();
+    let mut stack = vec![dir];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).expect("fixtures").flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else if e.path().extension().is_some_and(|x| x == "eml") {
+                out.push(std::fs::read(e.path()).expect("eml"));
+            }
+        }
+    }
+    out
+}
+
+fn with_attachment(i: usize, attachment: &[u8]) -> Vec<u8> {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(attachment);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    format!(
+        "From: Finance <finance@contoso.test>\r\nTo: Adele <adele.vance@contoso.onmicrosoft.com>\r\nSubject: Report {i}\r\nDate: Thu, 5 Nov 2026 10:{:02}:00 +0000\r\nMessage-ID: <r{i}@contoso.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nReport {i} attached.\r\n--b\r\nContent-Type: application/pdf; name=\"report.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
+        i % 60,
+        lines.join("\r\n")
+    )
+    .into_bytes()
+}
+
+async fn repo(world: &World, account: &str) -> Repo {
+    let sdk = world.stack.sdk_config();
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let store = Arc::new(S3Store::new(s3, world.stack.physical_id("DataBucket").expect("bucket")));
+    let keys = KmsKeys::new(
+        aws_sdk_kms::Client::new(&sdk),
+        world.stack.physical_id("DataKey").expect("key"),
+    );
+    Repo::open(store, &keys, account).await.expect("repo")
+}
+
+async fn back_up(world: &World, admin: &strata_e2e::Api, entity: &str) -> Value {
+    let (status, body) = admin
+        .post(&format!("/v1/entities/{entity}/backup"), json!({}))
+        .await
+        .expect("backup");
+    assert_eq!(status, 202, "{body}");
+    world.settle().await.expect("settle");
+    let (_, activity) = admin.get("/v1/activity?limit=1").await.expect("activity");
+    let last = activity["items"][0].clone();
+    assert_eq!(last["kind"], "backup", "{activity}");
+    last["details"]["run"].clone()
+}
+
+fn content_fetches(world: &World) -> usize {
+    world
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/$value"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mailbox_backup_is_byte_exact_incremental_and_keeps_history() {
+    let world = World::start(WorldOptions::new(fake_m365::Tenant::small_demo()))
+        .await
+        .expect("world");
+    let adele = "adele.vance@contoso.onmicrosoft.com";
+    let mut sources = Vec::new();
+    for (i, eml) in eml_fixtures().into_iter().enumerate() {
+        let folder = ["Inbox", "Inbox/Projects", "Archive/2025"][i % 3];
+        sources.push(world.fake.add_message(adele, folder, eml).expect("seed"));
+    }
+    let attachment: Vec<u8> = (0..600_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for i in 0..5 {
+        sources.push(
+            world
+                .fake
+                .add_message(adele, "Inbox", with_attachment(i, &attachment))
+                .expect("seed"),
+        );
+    }
+    sources.push(
+        world
+            .fake
+            .add_message(
+                adele,
+                "Conversation History",
+                b"Subject: hidden folder\r\n\r\nteams chat".to_vec(),
+            )
+            .expect("hidden"),
+    );
+
+    let admin = world
+        .sign_up("Contoso", "owner@contoso.test", PASSWORD, None)
+        .await
+        .expect("sign up");
+    let (_, me) = admin.get("/v1/me").await.expect("me");
+    let account = me["account_id"].as_str().expect("account").to_string();
+    let (_, conn) = admin
+        .post("/v1/connections", world.connection_body(&world.fake.client_secret()))
+        .await
+        .expect("connect");
+    admin
+        .wait_discovery(conn["id"].as_str().expect("id"), Duration::from_secs(60))
+        .await
+        .expect("discovery");
+    admin
+        .post("/v1/entities/activate-all", json!({}))
+        .await
+        .expect("activate");
+    let mailboxes = admin.all_entities("&kind=mailbox").await.expect("mailboxes");
+    let entity = mailboxes
+        .iter()
+        .find(|e| e["address"] == adele)
+        .expect("adele's mailbox")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    // First backup: every message, byte for byte.
+    let first = back_up(&world, &admin, &entity).await;
+    assert_eq!(
+        (first["status"].as_str(), first["added"].as_u64()),
+        (Some("ok"), Some(sources.len() as u64)),
+        "{first}"
+    );
+    let repo = repo(&world, &account).await;
+    let index = repo.load_index().await.expect("index");
+    let view = repo.view(&entity, None).await.expect("view");
+    let mailbox = world.fake.mailbox(adele).expect("mailbox");
+    for m in &mailbox.items {
+        let entry = view.get(&m.id).unwrap_or_else(|| panic!("message {} backed up", m.id));
+        let restored = repo.read(entry, &index).await.expect("read");
+        assert_eq!(
+            hex::encode(Sha256::digest(&restored)),
+            hex::encode(Sha256::digest(&m.mime)),
+            "{} byte for byte",
+            m.id
+        );
+    }
+    assert!(
+        view.values().any(|e| e.meta["folder"] == "Conversation History"),
+        "hidden folders are backed up"
+    );
+    assert!(
+        first["stored_bytes"].as_u64().expect("stored") < 5 * 600_000,
+        "the shared attachment is stored about once: {first}"
+    );
+    repo.check().await.expect("check");
+
+    // Unchanged: no content fetched, no pack written.
+    world.fake.clear_requests();
+    let unchanged = back_up(&world, &admin, &entity).await;
+    assert_eq!(
+        (unchanged["added"].as_u64(), unchanged["stored_bytes"].as_u64()),
+        (Some(0), Some(0)),
+        "{unchanged}"
+    );
+    assert_eq!(content_fetches(&world), 0);
+    let folders = mailbox.folders.len();
+    let deltas = world
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/messages/delta"))
+        .count();
+    assert_eq!(deltas, folders, "one delta request per folder");
+
+    // Deleted, moved, read: recorded without fetching content; history kept.
+    let (snapshots_before, _) = (repo.snapshots(&entity).await.expect("snapshots"), ());
+    let before_key = snapshots_before.last().expect("snapshot").0.clone();
+    world.fake.clear_requests();
+    assert!(world.fake.delete_message(adele, &sources[0]));
+    assert!(world.fake.move_message(adele, &sources[1], "Archive/2025"));
+    assert!(world.fake.set_read(adele, &sources[2], true));
+    let changed = back_up(&world, &admin, &entity).await;
+    assert_eq!(
+        content_fetches(&world),
+        0,
+        "moves and read changes are metadata: {changed}"
+    );
+    assert_eq!(changed["deleted"].as_u64(), Some(1), "{changed}");
+    let now = repo.view(&entity, None).await.expect("view");
+    assert!(!now.contains_key(&sources[0]), "deleted from the latest view");
+    assert_eq!(now[&sources[1]].meta["folder"], "Archive/2025", "moved");
+    assert_eq!(now[&sources[2]].meta["is_read"], true, "read state updated");
+    let then = repo.view(&entity, Some(&before_key)).await.expect("view");
+    assert!(
+        then.contains_key(&sources[0]),
+        "the earlier snapshot still holds the deleted message"
+    );
+
+    // An expired delta token: a full resync, no false additions, one new message fetched.
+    world.fake.expire_sync_states(adele);
+    world
+        .fake
+        .add_message(adele, "Inbox", b"Subject: after the resync\r\n\r\nnew".to_vec())
+        .expect("new");
+    world.fake.clear_requests();
+    let resync = back_up(&world, &admin, &entity).await;
+    assert_eq!(
+        (resync["added"].as_u64(), resync["deleted"].as_u64()),
+        (Some(1), Some(0)),
+        "{resync}"
+    );
+    assert_eq!(content_fetches(&world), 1, "nothing stored twice");
+    assert!(
+        world.fake.requests().iter().any(|r| r.status == 410),
+        "the expired token was seen"
+    );
+    repo.check().await.expect("check");
+    world.stop().await;
+}

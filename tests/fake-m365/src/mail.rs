@@ -1,0 +1,338 @@
+//! Mailboxes of the fake: folders (nested, hidden ones too), messages as raw
+//! MIME, and a change log that per-folder message delta queries replay
+//! (saas-apis.md §A4): opaque next and delta links, `@removed` entries,
+//! moves, read and flag changes, expired sync states.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone)]
+pub struct Folder {
+    pub id: String,
+    pub parent_id: Option<String>,
+    pub display_name: String,
+    pub hidden: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct MailItem {
+    pub id: String,
+    pub folder_id: String,
+    pub mime: Vec<u8>,
+    pub is_read: bool,
+    pub flagged: bool,
+    /// Sequence number of the last change.
+    pub seq: u64,
+    /// Sequence number of its arrival: the stable order of delta pages.
+    pub created_seq: u64,
+    pub change_key: u64,
+}
+
+/// A message left a folder (deleted, or moved elsewhere) at `seq`.
+#[derive(Debug, Clone)]
+struct Removal {
+    folder_id: String,
+    id: String,
+    seq: u64,
+}
+
+/// One user's mailbox.
+#[derive(Debug, Clone, Default)]
+pub struct Mailbox {
+    pub folders: Vec<Folder>,
+    pub items: Vec<MailItem>,
+    removals: Vec<Removal>,
+    seq: u64,
+    next_id: u64,
+    /// Sync states older than this sequence number are forgotten (`syncStateNotFound`).
+    pub oldest_sync_state: u64,
+    owner: String,
+}
+
+const WELL_KNOWN: &[(&str, bool)] = &[
+    ("Inbox", false),
+    ("Drafts", false),
+    ("Sent Items", false),
+    ("Deleted Items", false),
+    ("Archive", false),
+    ("Conversation History", true),
+];
+
+fn opaque(prefix: &str, owner: &str, n: u64) -> String {
+    let raw = format!("{owner}:{n}");
+    format!(
+        "AAMk{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    )
+}
+
+impl Mailbox {
+    pub fn new(owner: &str) -> Self {
+        let mut m = Self {
+            owner: owner.to_string(),
+            ..Self::default()
+        };
+        for (name, hidden) in WELL_KNOWN {
+            m.folder_path(name);
+            if let Some(f) = m.folders.iter_mut().find(|f| *hidden && f.display_name == *name) {
+                f.hidden = true;
+            }
+        }
+        m
+    }
+
+    /// The latest change's sequence number.
+    pub fn current_seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn bump(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// The folder at a `/`-separated path, created with its parents when missing.
+    pub fn folder_path(&mut self, path: &str) -> String {
+        let mut parent: Option<String> = None;
+        for name in path.split('/').filter(|s| !s.is_empty()) {
+            let existing = self
+                .folders
+                .iter()
+                .find(|f| f.parent_id == parent && f.display_name == name)
+                .map(|f| f.id.clone());
+            let id = match existing {
+                Some(id) => id,
+                None => {
+                    self.next_id += 1;
+                    let id = opaque("F", &self.owner, self.next_id);
+                    self.folders.push(Folder {
+                        id: id.clone(),
+                        parent_id: parent.clone(),
+                        display_name: name.to_string(),
+                        hidden: false,
+                    });
+                    id
+                }
+            };
+            parent = Some(id);
+        }
+        parent.unwrap_or_default()
+    }
+
+    pub fn add(&mut self, folder_path: &str, mime: Vec<u8>) -> String {
+        let folder_id = self.folder_path(folder_path);
+        self.next_id += 1;
+        let id = opaque("M", &self.owner, self.next_id);
+        let seq = self.bump();
+        self.items.push(MailItem {
+            id: id.clone(),
+            folder_id,
+            mime,
+            is_read: false,
+            flagged: false,
+            seq,
+            created_seq: seq,
+            change_key: seq,
+        });
+        id
+    }
+
+    pub fn delete(&mut self, id: &str) -> bool {
+        let Some(pos) = self.items.iter().position(|m| m.id == id) else {
+            return false;
+        };
+        let item = self.items.remove(pos);
+        let seq = self.bump();
+        self.removals.push(Removal {
+            folder_id: item.folder_id,
+            id: item.id,
+            seq,
+        });
+        true
+    }
+
+    /// Moves a message; its immutable id stays.
+    pub fn move_to(&mut self, id: &str, folder_path: &str) -> bool {
+        let target = self.folder_path(folder_path);
+        let seq = self.bump();
+        let Some(item) = self.items.iter_mut().find(|m| m.id == id) else {
+            return false;
+        };
+        let from = std::mem::replace(&mut item.folder_id, target);
+        item.seq = seq;
+        item.change_key = seq;
+        self.removals.push(Removal {
+            folder_id: from,
+            id: id.to_string(),
+            seq,
+        });
+        true
+    }
+
+    pub fn set_read(&mut self, id: &str, read: bool) -> bool {
+        let seq = self.bump();
+        let Some(item) = self.items.iter_mut().find(|m| m.id == id) else {
+            return false;
+        };
+        item.is_read = read;
+        item.seq = seq;
+        item.change_key = seq;
+        true
+    }
+
+    /// Forgets every sync state issued so far: their next delta answers `syncStateNotFound`.
+    pub fn expire_sync_states(&mut self) {
+        self.oldest_sync_state = self.bump();
+    }
+
+    pub fn folder_json(&self, f: &Folder) -> Value {
+        let children = self
+            .folders
+            .iter()
+            .filter(|c| c.parent_id.as_deref() == Some(f.id.as_str()))
+            .count();
+        let total = self.items.iter().filter(|m| m.folder_id == f.id).count();
+        let unread = self.items.iter().filter(|m| m.folder_id == f.id && !m.is_read).count();
+        json!({"id": f.id, "displayName": f.display_name, "parentFolderId": f.parent_id.clone().unwrap_or_else(|| opaque("R", &self.owner, 0)),
+               "childFolderCount": children, "unreadItemCount": unread, "totalItemCount": total, "isHidden": f.hidden})
+    }
+}
+
+/// The sync state inside next and delta links.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+pub struct SyncState {
+    /// Changes after this sequence number are reported.
+    pub since: u64,
+    /// The round's view: changes up to this sequence number.
+    pub upto: u64,
+    /// Items phase: the last arrival returned (stable under concurrent changes).
+    pub after_created: u64,
+    /// Removals phase: the last removal returned.
+    pub after_removal: u64,
+    pub page: usize,
+}
+
+impl SyncState {
+    pub fn encode(&self) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+    pub fn decode(token: &str) -> Option<Self> {
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?).ok()
+    }
+}
+
+/// Minimal RFC 5322 header reading: unfolded values of the first header block.
+pub fn headers(mime: &[u8]) -> HashMap<String, String> {
+    let text = String::from_utf8_lossy(mime);
+    let head = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .split("\n\n")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let mut out: HashMap<String, String> = HashMap::new();
+    let mut current: Option<String> = None;
+    for line in head.lines() {
+        if line.starts_with([' ', '\t']) {
+            if let Some(v) = current.as_ref().and_then(|k| out.get_mut(k)) {
+                v.push(' ');
+                v.push_str(line.trim());
+            }
+        } else if let Some((k, v)) = line.split_once(':') {
+            let key = k.trim().to_ascii_lowercase();
+            out.entry(key.clone()).or_insert_with(|| v.trim().to_string());
+            current = Some(key);
+        }
+    }
+    out
+}
+
+fn address(v: &str) -> Value {
+    let v = v.trim();
+    match (v.find('<'), v.find('>')) {
+        (Some(a), Some(b)) if a < b => {
+            json!({"emailAddress": {"name": v[..a].trim().trim_matches('"'), "address": &v[a + 1..b]}})
+        }
+        _ => json!({"emailAddress": {"name": v, "address": v}}),
+    }
+}
+
+/// A message resource as delta and GET return it.
+pub fn message_json(m: &MailItem) -> Value {
+    let h = headers(&m.mime);
+    let date = h
+        .get("date")
+        .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+        .map(|d| d.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "2026-01-01T00:00:00Z".into());
+    let to: Vec<Value> = h
+        .get("to")
+        .map(|t| t.split(',').map(address).collect())
+        .unwrap_or_default();
+    json!({
+        "@odata.type": "#microsoft.graph.message",
+        "id": m.id,
+        "changeKey": format!("CQAAAB{}", m.change_key),
+        "parentFolderId": m.folder_id,
+        "subject": h.get("subject").cloned().unwrap_or_default(),
+        "from": h.get("from").map(|f| address(f)).unwrap_or(Value::Null),
+        "toRecipients": to,
+        "receivedDateTime": date,
+        "sentDateTime": date,
+        "internetMessageId": h.get("message-id").cloned(),
+        "hasAttachments": h.get("content-type").is_some_and(|c| c.to_ascii_lowercase().contains("multipart/mixed")),
+        "isRead": m.is_read,
+        "isDraft": false,
+        "flag": {"flagStatus": if m.flagged { "flagged" } else { "notFlagged" }},
+    })
+}
+
+/// One page of a folder's message delta: the next state, or `None` when the round is over.
+/// Present messages come first in arrival order, then removals; a message
+/// changed during the round may be returned again next round (Graph replays too).
+pub fn delta_page(mailbox: &Mailbox, folder_id: &str, state: &SyncState) -> (Vec<Value>, Option<SyncState>) {
+    let mut present: Vec<&MailItem> = mailbox
+        .items
+        .iter()
+        .filter(|m| m.folder_id == folder_id && m.created_seq <= state.upto && m.created_seq > state.after_created)
+        .filter(|m| m.seq > state.since)
+        .collect();
+    present.sort_by_key(|m| m.created_seq);
+    let mut values: Vec<Value> = Vec::new();
+    let mut next = *state;
+    for m in present.iter().take(state.page) {
+        values.push(message_json(m));
+        next.after_created = m.created_seq;
+    }
+    if present.len() > state.page {
+        return (values, Some(next));
+    }
+    // Items are done: removals of the round follow.
+    next.after_created = u64::MAX;
+    if state.since > 0 {
+        let mut removals: Vec<&Removal> = mailbox
+            .removals
+            .iter()
+            .filter(|r| {
+                r.folder_id == folder_id && r.seq > state.since && r.seq <= state.upto && r.seq > state.after_removal
+            })
+            .filter(|r| !mailbox.items.iter().any(|m| m.id == r.id && m.folder_id == folder_id))
+            .collect();
+        removals.sort_by_key(|r| r.seq);
+        let room = state.page - values.len();
+        for r in removals.iter().take(room) {
+            values.push(
+                json!({"@odata.type": "#microsoft.graph.message", "id": r.id, "@removed": {"reason": "deleted"}}),
+            );
+            next.after_removal = r.seq;
+        }
+        if removals.len() > room {
+            return (values, Some(next));
+        }
+    }
+    (values, None)
+}
