@@ -230,7 +230,12 @@ async fn partial_batch_failure_redelivery_and_dead_letter_queue() {
     let mut handlers = HashMap::new();
     handlers.insert("DiscoveryFunction".to_string(), Handler::Sqs(handler));
     // Every other queue-fed function of the template gets a handler that accepts everything.
-    for f in stack.template().functions().into_iter().filter(|f| f != "DiscoveryFunction" && f != "ApiFunction") {
+    for f in stack
+        .template()
+        .functions()
+        .into_iter()
+        .filter(|f| f != "DiscoveryFunction" && f != "ApiFunction")
+    {
         let accept: strata_local::SqsHandler = Arc::new(|_| Box::pin(async { Ok(SqsBatchResponse::default()) }));
         handlers.insert(f, Handler::Sqs(accept));
     }

@@ -142,6 +142,7 @@ async fn enqueue_discovery(ctx: &AppState, connection: &Connection) -> Result<Co
         account_id: connection.account_id.clone(),
         connection_id: connection.id.clone(),
         request_id: request_id.clone(),
+        backup: false,
     };
     let queued_at = Utc::now();
     let updated = ctx

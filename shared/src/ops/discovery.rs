@@ -36,11 +36,13 @@ const REQUEST_LEASE: Duration = Duration::from_secs(20 * 60);
 pub enum DiscoveryMessage {
     /// The daily schedule: fan out one message per connection.
     AllConnections,
-    /// Discover one connection.
+    /// Discover one connection; with `backup`, then back up its active entities (the daily run).
     Connection {
         account_id: AccountId,
         connection_id: ConnectionId,
         request_id: String,
+        #[serde(default)]
+        backup: bool,
     },
 }
 
@@ -126,6 +128,7 @@ pub async fn handle_message(
             account_id,
             connection_id,
             request_id,
+            backup,
         } => {
             let Some(connection) = ctx.state.connection(&account_id, &connection_id).await? else {
                 return Ok(Outcome::ConnectionGone);
@@ -136,9 +139,13 @@ pub async fn handle_message(
                 RequestClaim::Busy => return Err(DiscoveryError::Busy),
                 RequestClaim::Claimed => {}
             }
-            let result = async {
+            let result: Result<DiscoveryCounts, DiscoveryError> = async {
                 let client = graph_client(&ctx.http, ctx.sealer.as_ref(), &connection, RetryPolicy::default()).await?;
-                discover(&ctx.state, &client, &connection, &request_id).await
+                let counts = discover(&ctx.state, &client, &connection, &request_id).await?;
+                if backup {
+                    enqueue_backups(ctx, &connection, &request_id).await?;
+                }
+                Ok(counts)
             }
             .await;
             let done = match &result {
@@ -164,12 +171,36 @@ async fn fan_out(ctx: &Context, message_id: &str) -> Result<Outcome, DiscoveryEr
             account_id: account_id.clone(),
             connection_id: connection_id.clone(),
             request_id,
+            backup: true,
         };
         ctx.discovery_queue
             .send(&serde_json::to_value(&message).unwrap_or_default())
             .await?;
     }
     Ok(Outcome::FannedOut(connections.len()))
+}
+
+/// One backup request per active entity of the connection (paused and gone ones are skipped).
+/// Request ids derive from the discovery's, so a redelivery asks for the same backups.
+async fn enqueue_backups(ctx: &Context, connection: &Connection, request_id: &str) -> Result<usize, DiscoveryError> {
+    let Some(queue) = &ctx.backup_queue else {
+        return Ok(0);
+    };
+    let entities = ctx
+        .state
+        .entities_of_connection(&connection.account_id, &connection.id)
+        .await?;
+    let mut sent = 0;
+    for (entity, _) in entities.iter().filter(|(e, _)| e.status == EntityStatus::Active) {
+        let message = crate::ops::backup::BackupMessage {
+            account_id: connection.account_id.clone(),
+            entity_id: entity.id.clone(),
+            request_id: format!("{request_id}-{}", entity.id),
+        };
+        queue.send(&serde_json::to_value(&message).unwrap_or_default()).await?;
+        sent += 1;
+    }
+    Ok(sent)
 }
 
 /// One entity as the source shows it now.

@@ -233,3 +233,102 @@ async fn mailbox_backup_is_byte_exact_incremental_and_keeps_history() {
     repo.check().await.expect("check");
     world.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_daily_schedule_backs_up_active_mailboxes_once_each() {
+    let world = World::start(WorldOptions::new(fake_m365::Tenant::small_demo()))
+        .await
+        .expect("world");
+    for user in [
+        "adele.vance@contoso.onmicrosoft.com",
+        "alex.wilber@contoso.onmicrosoft.com",
+        "info@contoso.onmicrosoft.com",
+    ] {
+        for eml in eml_fixtures() {
+            world.fake.add_message(user, "Inbox", eml).expect("seed");
+        }
+    }
+    let admin = world
+        .sign_up("Contoso", "owner@contoso.test", PASSWORD, None)
+        .await
+        .expect("sign up");
+    let (_, conn) = admin
+        .post("/v1/connections", world.connection_body(&world.fake.client_secret()))
+        .await
+        .expect("connect");
+    admin
+        .wait_discovery(conn["id"].as_str().expect("id"), Duration::from_secs(60))
+        .await
+        .expect("discovery");
+    world.settle().await.expect("settle");
+    admin
+        .post("/v1/entities/activate-all", json!({}))
+        .await
+        .expect("activate");
+    let mailboxes = admin.all_entities("&kind=mailbox").await.expect("mailboxes");
+    let paused = mailboxes
+        .iter()
+        .find(|e| e["address"] == "alex.wilber@contoso.onmicrosoft.com")
+        .expect("alex")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    admin
+        .post(&format!("/v1/entities/{paused}/pause"), json!({}))
+        .await
+        .expect("pause");
+
+    world.stack.fire("DiscoverySchedule").await.expect("fire");
+    world.settle().await.expect("settle");
+
+    let (_, activity) = admin.get("/v1/activity?limit=100").await.expect("activity");
+    let runs: Vec<&Value> = activity["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|a| a["kind"] == "backup")
+        .collect();
+    let backed_up: std::collections::BTreeSet<String> = runs
+        .iter()
+        .map(|a| a["details"]["entity_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        runs.len(),
+        mailboxes.len() - 1,
+        "one run per active mailbox: {activity}"
+    );
+    assert!(!backed_up.contains(&paused), "the paused mailbox is skipped");
+    let after = admin.all_entities("&kind=mailbox").await.expect("mailboxes");
+    for e in &after {
+        assert_eq!(
+            e["last_backup_at"].is_string(),
+            e["id"] != paused.as_str(),
+            "last backup shown in the entity list: {e}"
+        );
+    }
+
+    // A redelivered backup request does nothing.
+    let (_, me) = admin.get("/v1/me").await.expect("me");
+    let active = after.iter().find(|e| e["id"] != paused.as_str()).expect("active")["id"].clone();
+    let message = json!({"account_id": me["account_id"], "entity_id": active, "request_id": "same-request"});
+    let sqs = aws_sdk_sqs::Client::new(&world.stack.sdk_config());
+    let url = world.stack.physical_id("BackupQueue").expect("queue").to_string();
+    for _ in 0..2 {
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body(message.to_string())
+            .send()
+            .await
+            .expect("send");
+        world.settle().await.expect("settle");
+    }
+    let (_, activity) = admin.get("/v1/activity?limit=100").await.expect("activity");
+    let runs = activity["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|a| a["kind"] == "backup")
+        .count();
+    assert_eq!(runs, mailboxes.len(), "the same request ran once");
+    world.stop().await;
+}

@@ -121,7 +121,13 @@ async fn the_schedule_discovers_every_connection_and_vanished_users_go_gone() {
     let newcomer_id = newcomer.id.clone();
     world.fake.add_user(newcomer);
     let (_, activity_before) = admin.get("/v1/activity").await.expect("activity");
-    let before = activity_before["items"].as_array().map(Vec::len).unwrap_or_default();
+    let discoveries = |activity: &Value| {
+        activity["items"]
+            .as_array()
+            .map(|items| items.iter().filter(|a| a["kind"] == "discovery").count())
+            .unwrap_or_default()
+    };
+    let before = discoveries(&activity_before);
     world.stack.fire("DiscoverySchedule").await.expect("fire the schedule");
     world.settle().await.expect("settle");
 
@@ -142,10 +148,18 @@ async fn the_schedule_discovers_every_connection_and_vanished_users_go_gone() {
         .expect("newcomer found");
     assert_eq!(newcomer_mailbox["status"], "active", "auto-activated");
     let (_, activity) = admin.get("/v1/activity").await.expect("activity");
+    assert_eq!(discoveries(&activity), before + 1, "one discovery run per connection");
+    let backups = activity["items"]
+        .as_array()
+        .map(|items| items.iter().filter(|a| a["kind"] == "backup").count());
+    let active_mailboxes = entities
+        .iter()
+        .filter(|e| e["kind"] == "mailbox" && e["status"] == "active")
+        .count();
     assert_eq!(
-        activity["items"].as_array().map(Vec::len),
-        Some(before + 1),
-        "one discovery run per connection"
+        backups,
+        Some(active_mailboxes),
+        "the daily run backs up every active mailbox"
     );
 
     // A gone entity cannot be activated, but it is still listed (its data stays).
