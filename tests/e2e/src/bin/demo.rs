@@ -39,6 +39,7 @@ async fn main() -> Result<()> {
     let mut opts = WorldOptions::new(tenant);
     opts.quiet = false;
     let world = World::start(opts).await?;
+    let seeded = seed_mail(&world.fake);
     println!(
         "    fake tenant   {}  (tenant {})",
         world.fake.url(),
@@ -111,6 +112,30 @@ async fn main() -> Result<()> {
     println!("    {} entities activated", activated["activated"]);
     world.settle().await?;
 
+    step(&format!(
+        "backing up every active mailbox now ({seeded} messages in the tenant)"
+    ));
+    let mailboxes = admin.all_entities("&kind=mailbox&status=active").await?;
+    for m in &mailboxes {
+        let id = m["id"].as_str().unwrap_or_default();
+        admin.post(&format!("/v1/entities/{id}/backup"), json!({})).await?;
+    }
+    world.settle().await?;
+    step("backing up again: unchanged mailboxes fetch no content");
+    world.fake.clear_requests();
+    for m in &mailboxes {
+        let id = m["id"].as_str().unwrap_or_default();
+        admin.post(&format!("/v1/entities/{id}/backup"), json!({})).await?;
+    }
+    world.settle().await?;
+    let fetched = world
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/$value"))
+        .count();
+    println!("    {} mailboxes, {fetched} messages fetched", mailboxes.len());
+
     step("protected entities");
     let entities = admin.all_entities("").await?;
     print_table(&entities, args.rows);
@@ -180,4 +205,32 @@ fn print_table(entities: &[Value], rows: usize) {
     if entities.len() > rows {
         println!("    ... and {} more", entities.len() - rows);
     }
+}
+
+/// A few messages in every mailbox of the demo tenant, one with an attachment shared by all.
+fn seed_mail(fake: &fake_m365::FakeM365) -> usize {
+    let attachment: String = (0..40_000u32)
+        .map(|i| char::from(b'A' + (i.wrapping_mul(2_654_435_761) >> 27) as u8 % 26))
+        .collect();
+    let mut count = 0;
+    for user in fake.tenant().users.iter().filter(|u| u.kind.has_mailbox()) {
+        let address = &user.user_principal_name;
+        for (i, folder) in ["Inbox", "Inbox/Projects", "Archive/2025"].iter().enumerate() {
+            let mime = format!(
+                "From: Alex Wilber <alex.wilber@contoso.example>\r\nTo: {address}\r\nSubject: Demo message {i}\r\nDate: Mon, 2 Nov 2026 09:0{i}:00 +0000\r\nMessage-ID: <demo{i}.{}@contoso.example>\r\n\r\nHello from the demo.\r\n",
+                user.id
+            );
+            if fake.add_message(address, folder, mime.into_bytes()).is_some() {
+                count += 1;
+            }
+        }
+        let shared = format!(
+            "From: Finance <finance@contoso.example>\r\nTo: {address}\r\nSubject: Quarterly report\r\nMessage-ID: <q.{}@contoso.example>\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nAttached.\r\n--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n{attachment}\r\n--b--\r\n",
+            user.id
+        );
+        if fake.add_message(address, "Inbox", shared.into_bytes()).is_some() {
+            count += 1;
+        }
+    }
+    count
 }
