@@ -24,8 +24,8 @@ use tracing::{info, warn};
 
 /// How long a backup holds its entity before another may take over.
 const LEASE: Duration = Duration::from_secs(30 * 60);
-/// Attempts at one message's content within a run.
-const ITEM_ATTEMPTS: u32 = 2;
+/// Attempts at one message's content within a run (the client's own retries).
+const ITEM_ATTEMPTS: u32 = RetryPolicy::DEFAULT_ATTEMPTS;
 
 /// A message of the backup queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -341,6 +341,7 @@ async fn read_delta(
     }
 }
 
+/// Fetches a message's MIME (the client retries 5xx, timeouts and broken bodies) and stores it.
 async fn fetch_and_store(
     graph: &GraphClient,
     writer: &mut crate::repo::RunWriter<'_>,
@@ -349,16 +350,7 @@ async fn fetch_and_store(
     change: Change,
     meta: Value,
 ) -> Result<(), BackupError> {
-    let mut last = None;
-    for _ in 0..ITEM_ATTEMPTS {
-        match graph.message_mime(user, id).await {
-            Ok(mime) => {
-                writer.add_item(id, change, meta, &mime[..]).await?;
-                return Ok(());
-            }
-            Err(e @ SourceError::NotFound { .. }) => return Err(e.into()),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.map(BackupError::from).unwrap_or(BackupError::Busy))
+    let mime = graph.message_mime(user, id).await?;
+    writer.add_item(id, change, meta, &mime[..]).await?;
+    Ok(())
 }

@@ -332,3 +332,92 @@ async fn the_daily_schedule_backs_up_active_mailboxes_once_each() {
     assert_eq!(runs, mailboxes.len(), "the same request ran once");
     world.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_message_is_recorded_and_tried_again_next_run() {
+    let world = World::start(WorldOptions::new(fake_m365::Tenant::small_demo()))
+        .await
+        .expect("world");
+    let adele = "adele.vance@contoso.onmicrosoft.com";
+    let good = world
+        .fake
+        .add_message(adele, "Inbox", b"Subject: fine\r\n\r\nok".to_vec())
+        .expect("seed");
+    let bad = world
+        .fake
+        .add_message(
+            adele,
+            "Inbox",
+            b"Subject: broken\r\n\r\nthe server fails on this one".to_vec(),
+        )
+        .expect("seed");
+    let admin = world
+        .sign_up("Contoso", "owner@contoso.test", PASSWORD, None)
+        .await
+        .expect("sign up");
+    let (_, conn) = admin
+        .post("/v1/connections", world.connection_body(&world.fake.client_secret()))
+        .await
+        .expect("connect");
+    admin
+        .wait_discovery(conn["id"].as_str().expect("id"), Duration::from_secs(60))
+        .await
+        .expect("discovery");
+    world.settle().await.expect("settle");
+    admin
+        .post("/v1/entities/activate-all", json!({}))
+        .await
+        .expect("activate");
+    let mailboxes = admin.all_entities("&kind=mailbox").await.expect("mailboxes");
+    let entity = mailboxes.iter().find(|e| e["address"] == adele).expect("adele")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    // Every read of the broken message's content fails with a 500.
+    world.fake.set_faults(fake_m365::Faults {
+        rules: vec![fake_m365::FaultRule {
+            path_contains: Some(format!("{bad}/$value")),
+            kind: fake_m365::FaultKind::Status {
+                status: 500,
+                retry_after_secs: None,
+            },
+            probability: 1.0,
+            remaining: None,
+        }],
+    });
+    let first = back_up(&world, &admin, &entity).await;
+    assert_eq!(
+        (
+            first["status"].as_str(),
+            first["added"].as_u64(),
+            first["failed"].as_u64()
+        ),
+        (Some("partial"), Some(1), Some(1)),
+        "{first}"
+    );
+    assert_eq!(
+        first["exceptions"][0]["item"],
+        bad.as_str(),
+        "the exception names the message: {first}"
+    );
+
+    // The source recovers: the next run fetches the message it missed, and only that one.
+    world.fake.set_faults(fake_m365::Faults::default());
+    world.fake.clear_requests();
+    let second = back_up(&world, &admin, &entity).await;
+    assert_eq!(
+        (second["status"].as_str(), second["added"].as_u64()),
+        (Some("ok"), Some(1)),
+        "{second}"
+    );
+    assert_eq!(content_fetches(&world), 1);
+    let (_, me) = admin.get("/v1/me").await.expect("me");
+    let repo = repo(&world, me["account_id"].as_str().expect("account")).await;
+    let view = repo.view(&entity, None).await.expect("view");
+    assert!(
+        view.contains_key(&good) && view.contains_key(&bad),
+        "both messages are in the catalog now"
+    );
+    world.stop().await;
+}

@@ -41,7 +41,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 6,
+            max_attempts: Self::DEFAULT_ATTEMPTS,
             max_throttled_attempts: 20,
             base_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(30),
@@ -52,6 +52,8 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    pub const DEFAULT_ATTEMPTS: u32 = 6;
+
     /// For checking credentials while a user waits: fail fast.
     pub fn interactive() -> Self {
         Self {
