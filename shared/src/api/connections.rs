@@ -266,28 +266,12 @@ pub async fn remove(
         status: Some(EntityStatus::Active),
         kind: None,
     };
-    let mut cursor = None;
-    loop {
-        let page = ctx
-            .state
-            .entities(&principal.account_id, &filter, 500, cursor.as_deref())
-            .await?;
-        for entity in page.items {
-            ctx.state
-                .update_entity(&principal.account_id, &entity.id, |e| {
-                    let active = e.status == EntityStatus::Active;
-                    if active {
-                        e.status = EntityStatus::Paused;
-                    }
-                    active
-                })
-                .await?;
-        }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    ctx.state
+        .update_entities(&principal.account_id, &filter, |e| {
+            e.status = EntityStatus::Paused;
+            true
+        })
+        .await?;
     ctx.state
         .delete_connection(&principal.account_id, &connection.id)
         .await?;

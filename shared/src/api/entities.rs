@@ -228,35 +228,14 @@ pub async fn activate_all(
         connection_id: req.connection_id.map(ConnectionId),
     };
     let now = Utc::now();
-    let mut activated = 0u64;
-    let mut cursor = None;
-    loop {
-        let page = ctx
-            .state
-            .entities(&principal.account_id, &filter, 500, cursor.as_deref())
-            .await?;
-        for entity in page.items {
-            let changed = std::sync::atomic::AtomicBool::new(false);
-            ctx.state
-                .update_entity(&principal.account_id, &entity.id, |e| {
-                    let discovered = e.status == EntityStatus::Discovered;
-                    if discovered {
-                        e.status = EntityStatus::Active;
-                        e.activated_at = Some(now);
-                    }
-                    changed.store(discovered, std::sync::atomic::Ordering::Relaxed);
-                    discovered
-                })
-                .await?;
-            if changed.load(std::sync::atomic::Ordering::Relaxed) {
-                activated += 1;
-            }
-        }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    let activated = ctx
+        .state
+        .update_entities(&principal.account_id, &filter, |e| {
+            e.status = EntityStatus::Active;
+            e.activated_at = Some(now);
+            true
+        })
+        .await?;
     Ok(Json(ActivateAllResult { activated }))
 }
 

@@ -41,6 +41,31 @@ impl S3Store {
             bucket: bucket.into(),
         }
     }
+
+    /// GET an object, or a byte range of it.
+    async fn fetch(&self, key: &str, range: Option<String>) -> Result<Bytes, StoreError> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(range)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                return Err(StoreError::NotFound(key.to_string()));
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("read {key}: {e}")))?;
+        Ok(body.into_bytes())
+    }
 }
 
 fn unavailable<E: std::error::Error + 'static, R: std::fmt::Debug>(e: aws_sdk_s3::error::SdkError<E, R>) -> StoreError {
@@ -69,47 +94,15 @@ impl BlobStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        let out = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
-            Ok(out) => out,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                return Err(StoreError::NotFound(key.to_string()));
-            }
-            Err(e) => return Err(unavailable(e)),
-        };
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("read {key}: {e}")))?;
-        Ok(body.into_bytes())
+        self.fetch(key, None).await
     }
 
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, StoreError> {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        let range = format!("bytes={}-{}", offset, offset + len - 1);
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .range(range)
-            .send()
+        self.fetch(key, Some(format!("bytes={}-{}", offset, offset + len - 1)))
             .await
-        {
-            Ok(out) => out,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                return Err(StoreError::NotFound(key.to_string()));
-            }
-            Err(e) => return Err(unavailable(e)),
-        };
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("read {key}: {e}")))?;
-        Ok(body.into_bytes())
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {

@@ -402,6 +402,37 @@ impl State {
             .await
     }
 
+    /// Applies `change` to every entity matching the filter; returns how many it changed.
+    pub async fn update_entities(
+        &self,
+        account: &AccountId,
+        filter: &EntityFilter,
+        change: impl Fn(&mut Entity) -> bool,
+    ) -> Result<u64, StateError> {
+        let mut changed = 0u64;
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.entities(account, filter, 500, cursor.as_deref()).await?;
+            for entity in page.items {
+                // The entity may have changed since the page was read: `change` decides on the fresh copy.
+                let did = std::sync::atomic::AtomicBool::new(false);
+                self.update_entity(account, &entity.id, |e| {
+                    let c = filter.matches(e) && change(e);
+                    did.store(c, std::sync::atomic::Ordering::Relaxed);
+                    c
+                })
+                .await?;
+                if did.load(std::sync::atomic::Ordering::Relaxed) {
+                    changed += 1;
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(changed),
+            }
+        }
+    }
+
     // ----- activity -----
 
     pub async fn put_activity(&self, activity: &Activity) -> Result<(), StateError> {

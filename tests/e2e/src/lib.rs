@@ -368,3 +368,52 @@ pub fn new_licensed_user(name: &str) -> fake_m365::User {
         fake_m365::UserKind::Licensed,
     )
 }
+
+/// What [`World::onboard`] set up.
+pub struct Onboarded {
+    /// The owner's session.
+    pub admin: Api,
+    pub account_id: String,
+    pub connection_id: String,
+    /// The first discovery's status, finished.
+    pub discovery: Value,
+}
+
+impl World {
+    /// An admin's first steps: sign up with the bootstrap token, connect the
+    /// fake tenant, wait until its discovery has finished and the queues are idle.
+    pub async fn onboard(&self) -> Result<Onboarded> {
+        let admin = self
+            .sign_up("Contoso", "owner@contoso.test", "correct horse battery staple", None)
+            .await?;
+        let (_, me) = admin.get("/v1/me").await?;
+        let (status, conn) = admin
+            .post("/v1/connections", self.connection_body(&self.fake.client_secret()))
+            .await?;
+        if status != 201 {
+            bail!("connection refused ({status}): {conn}");
+        }
+        let connection_id = conn["id"].as_str().context("connection id")?.to_string();
+        let discovery = admin.wait_discovery(&connection_id, Duration::from_secs(120)).await?;
+        self.settle().await?;
+        let account_id = me["account_id"].as_str().context("account id")?.to_string();
+        Ok(Onboarded {
+            admin,
+            account_id,
+            connection_id,
+            discovery,
+        })
+    }
+}
+
+impl Api {
+    /// The id of the entity of `kind` whose address is `address`.
+    pub async fn entity_id(&self, kind: &str, address: &str) -> Result<String> {
+        let entities = self.all_entities(&format!("&kind={kind}")).await?;
+        let entity = entities
+            .iter()
+            .find(|e| e["address"] == address)
+            .with_context(|| format!("no {kind} {address}"))?;
+        Ok(entity["id"].as_str().context("entity id")?.to_string())
+    }
+}

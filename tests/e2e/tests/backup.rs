@@ -9,11 +9,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 use strata::repo::{KmsKeys, Repo, S3Store};
 use strata_e2e::{World, WorldOptions};
-
-const PASSWORD: &str = "correct horse battery staple";
 
 fn eml_fixtures() -> Vec<Vec<u8>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fake-m365/fixtures/tenant");
@@ -112,32 +109,13 @@ async fn mailbox_backup_is_byte_exact_incremental_and_keeps_history() {
             .expect("hidden"),
     );
 
-    let admin = world
-        .sign_up("Contoso", "owner@contoso.test", PASSWORD, None)
-        .await
-        .expect("sign up");
-    let (_, me) = admin.get("/v1/me").await.expect("me");
-    let account = me["account_id"].as_str().expect("account").to_string();
-    let (_, conn) = admin
-        .post("/v1/connections", world.connection_body(&world.fake.client_secret()))
-        .await
-        .expect("connect");
-    admin
-        .wait_discovery(conn["id"].as_str().expect("id"), Duration::from_secs(60))
-        .await
-        .expect("discovery");
+    let onboarded = world.onboard().await.expect("onboard");
+    let (admin, account) = (onboarded.admin, onboarded.account_id);
     admin
         .post("/v1/entities/activate-all", json!({}))
         .await
         .expect("activate");
-    let mailboxes = admin.all_entities("&kind=mailbox").await.expect("mailboxes");
-    let entity = mailboxes
-        .iter()
-        .find(|e| e["address"] == adele)
-        .expect("adele's mailbox")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let entity = admin.entity_id("mailbox", adele).await.expect("adele's mailbox");
 
     // First backup: every message, byte for byte.
     let first = back_up(&world, &admin, &entity).await;
@@ -248,31 +226,16 @@ async fn the_daily_schedule_backs_up_active_mailboxes_once_each() {
             world.fake.add_message(user, "Inbox", eml).expect("seed");
         }
     }
-    let admin = world
-        .sign_up("Contoso", "owner@contoso.test", PASSWORD, None)
-        .await
-        .expect("sign up");
-    let (_, conn) = admin
-        .post("/v1/connections", world.connection_body(&world.fake.client_secret()))
-        .await
-        .expect("connect");
-    admin
-        .wait_discovery(conn["id"].as_str().expect("id"), Duration::from_secs(60))
-        .await
-        .expect("discovery");
-    world.settle().await.expect("settle");
+    let admin = world.onboard().await.expect("onboard").admin;
     admin
         .post("/v1/entities/activate-all", json!({}))
         .await
         .expect("activate");
     let mailboxes = admin.all_entities("&kind=mailbox").await.expect("mailboxes");
-    let paused = mailboxes
-        .iter()
-        .find(|e| e["address"] == "alex.wilber@contoso.onmicrosoft.com")
-        .expect("alex")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let paused = admin
+        .entity_id("mailbox", "alex.wilber@contoso.onmicrosoft.com")
+        .await
+        .expect("alex");
     admin
         .post(&format!("/v1/entities/{paused}/pause"), json!({}))
         .await
@@ -351,28 +314,13 @@ async fn a_failing_message_is_recorded_and_tried_again_next_run() {
             b"Subject: broken\r\n\r\nthe server fails on this one".to_vec(),
         )
         .expect("seed");
-    let admin = world
-        .sign_up("Contoso", "owner@contoso.test", PASSWORD, None)
-        .await
-        .expect("sign up");
-    let (_, conn) = admin
-        .post("/v1/connections", world.connection_body(&world.fake.client_secret()))
-        .await
-        .expect("connect");
-    admin
-        .wait_discovery(conn["id"].as_str().expect("id"), Duration::from_secs(60))
-        .await
-        .expect("discovery");
-    world.settle().await.expect("settle");
+    let onboarded = world.onboard().await.expect("onboard");
+    let (admin, account) = (onboarded.admin, onboarded.account_id);
     admin
         .post("/v1/entities/activate-all", json!({}))
         .await
         .expect("activate");
-    let mailboxes = admin.all_entities("&kind=mailbox").await.expect("mailboxes");
-    let entity = mailboxes.iter().find(|e| e["address"] == adele).expect("adele")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let entity = admin.entity_id("mailbox", adele).await.expect("adele");
 
     // Every read of the broken message's content fails with a 500.
     world.fake.set_faults(fake_m365::Faults {
@@ -412,8 +360,7 @@ async fn a_failing_message_is_recorded_and_tried_again_next_run() {
         "{second}"
     );
     assert_eq!(content_fetches(&world), 1);
-    let (_, me) = admin.get("/v1/me").await.expect("me");
-    let repo = repo(&world, me["account_id"].as_str().expect("account")).await;
+    let repo = repo(&world, &account).await;
     let view = repo.view(&entity, None).await.expect("view");
     assert!(
         view.contains_key(&good) && view.contains_key(&bad),

@@ -3,10 +3,7 @@
 //! are activated when the account says so.
 
 use serde_json::{Value, json};
-use std::time::Duration;
 use strata_e2e::{World, WorldOptions};
-
-const PASSWORD: &str = "correct horse battery staple";
 
 async fn send(world: &World, body: &Value) {
     let url = world.stack.physical_id("DiscoveryQueue").expect("queue").to_string();
@@ -31,29 +28,16 @@ async fn redelivered_discovery_message_changes_nothing() {
     let world = World::start(WorldOptions::new(fake_m365::Tenant::small_demo()))
         .await
         .expect("world");
-    let admin = world
-        .sign_up("Contoso", "owner@contoso.test", PASSWORD, None)
-        .await
-        .expect("sign up");
-    let (_, conn) = admin
-        .post("/v1/connections", world.connection_body(&world.fake.client_secret()))
-        .await
-        .expect("connect");
-    let conn_id = conn["id"].as_str().expect("id").to_string();
-    let done = admin
-        .wait_discovery(&conn_id, Duration::from_secs(120))
-        .await
-        .expect("discovery");
-    world.settle().await.expect("settle");
+    let onboarded = world.onboard().await.expect("onboard");
+    let (admin, conn_id, done) = (onboarded.admin, onboarded.connection_id, onboarded.discovery);
     let before = by_id(admin.all_entities("").await.expect("entities"));
     let (_, activity_before) = admin.get("/v1/activity").await.expect("activity");
-    let (_, me) = admin.get("/v1/me").await.expect("me");
     let requests_before = world.fake.requests().len();
 
     // The same message, delivered twice more (SQS is at-least-once).
     let message = json!({
         "type": "connection",
-        "account_id": me["account_id"],
+        "account_id": onboarded.account_id,
         "connection_id": conn_id,
         "request_id": done["request_id"],
     });
@@ -89,20 +73,7 @@ async fn the_schedule_discovers_every_connection_and_vanished_users_go_gone() {
     let world = World::start(WorldOptions::new(fake_m365::Tenant::small_demo()))
         .await
         .expect("world");
-    let admin = world
-        .sign_up("Contoso", "owner@contoso.test", PASSWORD, None)
-        .await
-        .expect("sign up");
-    let (_, conn) = admin
-        .post("/v1/connections", world.connection_body(&world.fake.client_secret()))
-        .await
-        .expect("connect");
-    let conn_id = conn["id"].as_str().expect("id").to_string();
-    admin
-        .wait_discovery(&conn_id, Duration::from_secs(120))
-        .await
-        .expect("discovery");
-    world.settle().await.expect("settle");
+    let admin = world.onboard().await.expect("onboard").admin;
     let (status, _) = admin
         .patch("/v1/account", json!({"auto_activate": true}))
         .await
