@@ -241,6 +241,12 @@ pub async fn activate_all(
 
 #[derive(Deserialize, IntoParams)]
 pub struct ActivityQuery {
+    /// `discovery` or `backup`.
+    pub kind: Option<String>,
+    /// Only the runs of this entity.
+    pub entity_id: Option<String>,
+    /// Only this day (UTC), `YYYY-MM-DD`.
+    pub day: Option<chrono::NaiveDate>,
     /// 1 to 500, default 50.
     pub limit: Option<usize>,
     pub cursor: Option<String>,
@@ -261,7 +267,16 @@ pub async fn activity(
 ) -> Result<Json<ActivityList>, ApiError> {
     let (items, next_cursor) = ctx
         .state
-        .activities(&principal.account_id, q.limit.unwrap_or(50), q.cursor.as_deref())
+        .activities(
+            &principal.account_id,
+            &crate::state::ActivityFilter {
+                kind: q.kind,
+                entity_id: q.entity_id.map(EntityId),
+                day: q.day,
+            },
+            q.limit.unwrap_or(50),
+            q.cursor.as_deref(),
+        )
         .await?;
     Ok(Json(ActivityList { items, next_cursor }))
 }

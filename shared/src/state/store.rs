@@ -87,6 +87,25 @@ impl EntityFilter {
     }
 }
 
+/// Filters of the activity log.
+#[derive(Debug, Clone, Default)]
+pub struct ActivityFilter {
+    /// `discovery`, `backup`, ...
+    pub kind: Option<String>,
+    pub entity_id: Option<EntityId>,
+    pub day: Option<chrono::NaiveDate>,
+}
+
+impl ActivityFilter {
+    fn matches(&self, a: &Activity) -> bool {
+        self.kind.as_ref().is_none_or(|k| a.kind == *k)
+            && self
+                .entity_id
+                .as_ref()
+                .is_none_or(|e| a.details.get("entity_id").and_then(|v| v.as_str()) == Some(e.as_str()))
+    }
+}
+
 /// One page of entities and the opaque cursor of the next.
 #[derive(Debug, Clone)]
 pub struct EntityPage {
@@ -446,30 +465,44 @@ impl State {
         Ok(self.items.put(item, PutCondition::NotExists).await?)
     }
 
-    /// The account's activity, newest first.
+    /// The account's activity, newest first, filtered (kind, entity, day).
     pub async fn activities(
         &self,
         account: &AccountId,
+        filter: &ActivityFilter,
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<(Vec<Activity>, Option<String>), StateError> {
-        let start = cursor.map(Cursor::decode).transpose()?;
-        let page = self
-            .items
-            .query(
-                Query::partition(acct(account))
-                    .prefix("ACTIVITY#")
-                    .limit(limit.clamp(1, 500))
-                    .start(start)
-                    .descending(),
-            )
-            .await?;
-        let items = page
-            .items
-            .iter()
-            .map(|i| i.decode())
-            .collect::<Result<Vec<Activity>, _>>()?;
-        Ok((items, page.next.map(|c| c.encode())))
+        let limit = limit.clamp(1, 500);
+        // The day is a prefix of the sort key: only that day is read.
+        let prefix = match filter.day {
+            Some(day) => format!("ACTIVITY#{}", day.format("%Y-%m-%d")),
+            None => "ACTIVITY#".to_string(),
+        };
+        let mut start = cursor.map(Cursor::decode).transpose()?;
+        let mut items = Vec::new();
+        loop {
+            let query = Query::partition(acct(account))
+                .prefix(prefix.clone())
+                .limit(limit)
+                .start(start.clone())
+                .descending();
+            let page = self.items.query(query).await?;
+            for item in &page.items {
+                let activity: Activity = item.decode()?;
+                start = Some(Cursor::of(item));
+                if filter.matches(&activity) {
+                    items.push(activity);
+                    if items.len() == limit {
+                        return Ok((items, start.map(|c| c.encode())));
+                    }
+                }
+            }
+            if page.next.is_none() {
+                return Ok((items, None));
+            }
+            start = page.next;
+        }
     }
 
     // ----- idempotency of queued requests -----

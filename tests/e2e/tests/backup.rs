@@ -270,6 +270,28 @@ async fn the_daily_schedule_backs_up_active_mailboxes_once_each() {
         );
     }
 
+    // The activity log by entity, kind and day.
+    let one = after.iter().find(|e| e["id"] != paused.as_str()).expect("active")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let (_, runs_of_one) = admin
+        .get(&format!("/v1/activity?kind=backup&entity_id={one}"))
+        .await
+        .expect("activity");
+    let items = runs_of_one["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{runs_of_one}");
+    assert!(items[0]["details"]["run"]["added"].is_u64() && items[0]["details"]["run"]["exceptions"].is_array());
+    let today = chrono::Utc::now().format("%Y-%m-%d");
+    let (_, discoveries) = admin
+        .get(&format!("/v1/activity?kind=discovery&day={today}"))
+        .await
+        .expect("activity");
+    assert!(!discoveries["items"].as_array().expect("items").is_empty());
+    let (_, long_ago) = admin.get("/v1/activity?day=2000-01-01").await.expect("activity");
+    assert_eq!(long_ago["items"], json!([]));
+    assert_eq!(admin.get("/v1/activity?day=yesterday").await.expect("activity").0, 400);
+
     // A redelivered backup request does nothing.
     let (_, me) = admin.get("/v1/me").await.expect("me");
     let active = after.iter().find(|e| e["id"] != paused.as_str()).expect("active")["id"].clone();

@@ -157,7 +157,7 @@ async fn discovery_finds_each_kind_and_records_the_run() {
     assert_eq!(conn.discovery.state, DiscoveryState::Succeeded);
     assert_eq!((conn.discovery.users_done, conn.discovery.users_total), (4, 4));
     let (activity, _) = state
-        .activities(&connection.account_id, 10, None)
+        .activities(&connection.account_id, &Default::default(), 10, None)
         .await
         .expect("activity");
     assert_eq!(activity.len(), 1);
