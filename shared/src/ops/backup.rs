@@ -47,6 +47,8 @@ pub enum BackupError {
     Secret(#[from] crate::secrets::SealError),
     #[error("another backup of this entity is running")]
     Busy,
+    #[error("malformed message: {0}")]
+    Malformed(String),
 }
 
 impl BackupError {
@@ -56,6 +58,8 @@ impl BackupError {
             Self::Source(e) => e.is_retryable(),
             Self::Repo(e) => e.is_retryable(),
             Self::Secret(crate::secrets::SealError::Kms(_)) | Self::Busy => true,
+            // Retried so that it ends in the dead-letter queue, where an alarm sees it.
+            Self::Malformed(_) => true,
             Self::Secret(_) => false,
         }
     }
@@ -95,10 +99,7 @@ pub async fn handle_batch(ctx: &Context, event: SqsEvent) -> SqsBatchResponse {
         let id = record.message_id.clone().unwrap_or_default();
         let result = match serde_json::from_str::<BackupMessage>(record.body.as_deref().unwrap_or_default()) {
             Ok(message) => backup(ctx, &message).await.map(|r| r.map(|r| r.status)),
-            Err(e) => {
-                warn!(message_id = %id, error = %e, "malformed backup message");
-                Err(BackupError::Busy)
-            }
+            Err(e) => Err(BackupError::Malformed(e.to_string())),
         };
         match result {
             Ok(outcome) => info!(message_id = %id, outcome = ?outcome, "backup message handled"),
