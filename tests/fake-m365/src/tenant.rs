@@ -2,9 +2,11 @@
 //! OneDrives, SharePoint sites. Generated from a seed, hand-written for the
 //! demo, or read from a directory tree of `.eml` files.
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+use serde::Deserialize;
 use std::path::Path;
 
 /// What a user is, which decides what Graph shows of it.
@@ -73,7 +75,11 @@ impl User {
     pub fn new(id: impl Into<String>, upn: impl Into<String>, display_name: impl Into<String>, kind: UserKind) -> Self {
         let id = id.into();
         let upn = upn.into();
-        let mail = (kind != UserKind::Unlicensed).then(|| upn.clone());
+        let mail = match kind {
+            UserKind::Unlicensed => None,
+            UserKind::Guest => Some(guest_mail(&upn)),
+            _ => Some(upn.clone()),
+        };
         Self {
             drive_id: format!("b!{}", id.replace('-', "")),
             id,
@@ -83,6 +89,16 @@ impl User {
             kind,
             messages: Vec::new(),
         }
+    }
+}
+
+/// A guest's own address: `megan.bowen_fabrikam.com#EXT#@contoso.onmicrosoft.com`
+/// is `megan.bowen@fabrikam.com`.
+fn guest_mail(upn: &str) -> String {
+    let local = upn.split("#EXT#").next().unwrap_or(upn);
+    match local.rfind('_') {
+        Some(i) => format!("{}@{}", &local[..i], &local[i + 1..]),
+        None => local.to_string(),
     }
 }
 
@@ -102,7 +118,7 @@ pub struct Sizes {
 }
 
 /// A tenant with one app registration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Tenant {
     pub tenant_id: String,
     pub domain: String,
@@ -273,10 +289,41 @@ impl Tenant {
     }
 
     /// A tenant from `<dir>/<user upn>/<folder path...>/<n>.eml`: each top-level
-    /// directory is a licensed user; its subdirectories are mail folders.
+    /// directory is a licensed user with a mailbox; its subdirectories are mail
+    /// folders (a `.eml` right under the user's directory lands in the Inbox),
+    /// each `.eml` a message stored byte for byte. An optional `<dir>/tenant.json`
+    /// gives the tenant's ids, domain, sites and more users, and may change the
+    /// kind of a directory's user:
+    ///
+    /// ```json
+    /// {"domain": "contoso.test", "tenantId": "..", "clientId": "..", "clientSecret": "..",
+    ///  "sites": [{"name": "Marketing", "displayName": "Marketing"}],
+    ///  "users": [{"userPrincipalName": "info@contoso.test", "kind": "SharedMailbox"},
+    ///            {"userPrincipalName": "guest_fabrikam.com#EXT#@contoso.test", "kind": "Guest",
+    ///             "displayName": "A guest", "id": ".."}]}
+    /// ```
+    ///
+    /// The root site is always there; everything not given is drawn from a fixed seed.
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        let file = dir.join("tenant.json");
+        let spec: TenantFile = if file.is_file() {
+            let text = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
+            serde_json::from_slice(&text).with_context(|| format!("parse {}", file.display()))?
+        } else {
+            TenantFile::default()
+        };
         let mut rng = StdRng::seed_from_u64(1);
-        let mut t = Self::empty(&mut rng, "contoso.onmicrosoft.com");
+        let domain = spec.domain.as_deref().unwrap_or("contoso.onmicrosoft.com");
+        let mut t = Self::empty(&mut rng, domain);
+        if let Some(id) = spec.tenant_id {
+            t.tenant_id = id;
+        }
+        if let Some(id) = spec.client_id {
+            t.client_id = id;
+        }
+        if let Some(secret) = spec.client_secret {
+            t.client_secret = secret;
+        }
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .with_context(|| format!("read {}", dir.display()))?
             .collect::<Result<_, _>>()?;
@@ -286,24 +333,159 @@ impl Tenant {
                 continue;
             }
             let upn = entry.file_name().to_string_lossy().to_string();
-            let display = upn.split('@').next().unwrap_or(&upn).replace('.', " ");
+            let display = display_name_of(&upn);
             let mut user = User::new(guid(&mut rng), upn, display, UserKind::Licensed);
             collect_messages(&entry.path(), "", &mut user.messages)?;
             t.users.push(user);
         }
+        for u in spec.users {
+            let existing = t
+                .users
+                .iter()
+                .position(|x| x.user_principal_name.eq_ignore_ascii_case(&u.user_principal_name));
+            let (id, messages, display) = match existing {
+                Some(i) => {
+                    let old = t.users.remove(i);
+                    (old.id, old.messages, old.display_name)
+                }
+                None => (guid(&mut rng), Vec::new(), display_name_of(&u.user_principal_name)),
+            };
+            let kind = u.kind.unwrap_or(UserKind::Licensed);
+            if !messages.is_empty() && !kind.has_mailbox() {
+                bail!(
+                    "{} has mail in {} but a {kind:?} user has no mailbox",
+                    u.user_principal_name,
+                    dir.display()
+                );
+            }
+            let mut user = User::new(
+                u.id.unwrap_or(id),
+                u.user_principal_name,
+                u.display_name.unwrap_or(display),
+                kind,
+            );
+            user.messages = messages;
+            match existing {
+                Some(i) => t.users.insert(i, user),
+                None => t.users.push(user),
+            }
+        }
         let host = t.host();
-        let root = site(&mut rng, &host, "root", "Contoso");
+        let root = site(&mut rng, &host, "root", "Communication site");
         t.sites.push(Site {
             web_url: format!("https://{host}"),
             ..root
         });
+        for s in spec.sites {
+            let display = s.display_name.unwrap_or_else(|| s.name.clone());
+            let site = site(&mut rng, &host, &s.name, &display);
+            t.sites.push(site);
+        }
         Ok(t)
+    }
+
+    /// Fills every mailbox with `per_mailbox` plausible messages (plain-text
+    /// RFC 5322, spread over the Inbox, a subfolder, Sent Items and Archive),
+    /// deterministic from the seed.
+    pub fn with_generated_mail(mut self, seed: u64, per_mailbox: usize) -> Self {
+        const FOLDERS: &[&str] = &["Inbox", "Inbox", "Inbox", "Inbox/Projects", "Sent Items", "Archive"];
+        const SUBJECTS: &[&str] = &[
+            "Quarterly review",
+            "Lunch on Friday?",
+            "Re: Budget 2027",
+            "Contract draft",
+            "Travel plans",
+            "Weekly status",
+            "Invoice 4711",
+            "Welcome aboard",
+        ];
+        let mut rng = StdRng::seed_from_u64(seed);
+        let people: Vec<(String, String)> = self
+            .users
+            .iter()
+            .filter_map(|u| u.mail.clone().map(|m| (u.display_name.clone(), m)))
+            .collect();
+        let external = ("Partner".to_string(), "partner@fabrikam.example".to_string());
+        let base = 1_767_600_000; // 2026-01-05
+        let domain = self.domain.clone();
+        for user in self.users.iter_mut().filter(|u| u.kind.has_mailbox()) {
+            let to = user.mail.clone().unwrap_or_else(|| user.user_principal_name.clone());
+            for i in 0..per_mailbox {
+                let folder = FOLDERS.choose(&mut rng).copied().unwrap_or("Inbox");
+                let subject = SUBJECTS.choose(&mut rng).copied().unwrap_or("Hello");
+                let (from_name, from) = people.choose(&mut rng).unwrap_or(&external).clone();
+                let at = base + rng.gen_range(0..30 * 86_400_i64);
+                let date = chrono::DateTime::from_timestamp(at, 0)
+                    .map(|d| d.to_rfc2822())
+                    .unwrap_or_else(|| "Mon, 5 Jan 2026 09:00:00 +0000".into());
+                let id = guid(&mut rng);
+                let mime = format!(
+                    "From: {from_name} <{from}>\r\nTo: {} <{to}>\r\nSubject: {subject}\r\nDate: {date}\r\n\
+                     Message-ID: <{id}@{domain}>\r\nMIME-Version: 1.0\r\n\
+                     Content-Type: text/plain; charset=utf-8\r\n\r\n\
+                     Message {i} for {}.\r\n",
+                    user.display_name, user.display_name
+                );
+                user.messages.push(Message {
+                    folder: folder.to_string(),
+                    mime: mime.into_bytes(),
+                });
+            }
+        }
+        self
     }
 
     /// Users with an enabled Exchange licence (the SharePoint throttling band counts them).
     pub fn licensed_users(&self) -> usize {
         self.users.iter().filter(|u| u.kind.licensed()).count()
     }
+}
+
+/// `tenant.json` beside the user directories of [`Tenant::from_dir`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TenantFile {
+    tenant_id: Option<String>,
+    domain: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    #[serde(default)]
+    sites: Vec<SiteEntry>,
+    #[serde(default)]
+    users: Vec<UserEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SiteEntry {
+    name: String,
+    display_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UserEntry {
+    user_principal_name: String,
+    display_name: Option<String>,
+    id: Option<String>,
+    kind: Option<UserKind>,
+}
+
+/// `adele.vance@contoso.test` is "Adele Vance".
+fn display_name_of(upn: &str) -> String {
+    upn.split(['@', '#'])
+        .next()
+        .unwrap_or(upn)
+        .split(['.', '_'])
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn collect_messages(dir: &Path, folder: &str, out: &mut Vec<Message>) -> Result<()> {
