@@ -2,6 +2,10 @@
 //! the resources of `infra/template.yaml` created in it, the queues polled
 //! with the Lambda event-source semantics calling the real handlers, the
 //! schedules fired, and the HTTP API served on loopback.
+//!
+//! Every [`Stack`] is independent (its own emulator on its own port), and
+//! handlers get their configuration from [`Stack::function_env`], never from
+//! the process environment, so tests run in parallel.
 
 pub mod emulator;
 pub mod provision;
@@ -10,13 +14,12 @@ pub mod schedule;
 pub mod template;
 pub mod wire;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 
-pub use runner::{Handler, Running, SqsHandler};
+pub use runner::{Handler, Running, SqsHandler, Stats};
 pub use template::{Physical, Template};
 
 /// What to start.
@@ -24,8 +27,9 @@ pub use template::{Physical, Template};
 pub struct StackOptions {
     /// The repository root: `infra/template.yaml` and `.venv` are found from it.
     pub repo_root: PathBuf,
+    /// Names the resources the template leaves unnamed (`<stack>-<LogicalId>`).
     pub stack_name: String,
-    /// Use this AWS endpoint (LocalStack, AWS) instead of starting moto.
+    /// Use this AWS endpoint (LocalStack, a running moto) instead of starting moto.
     pub endpoint: Option<String>,
     /// Template parameter values (defaults come from the template).
     pub parameters: BTreeMap<String, String>,
@@ -37,6 +41,8 @@ pub struct StackOptions {
 }
 
 impl StackOptions {
+    /// Defaults for the CLI: stack `strata-local`, the endpoint of
+    /// `AWS_ENDPOINT_URL` when set (read once, here).
     pub fn new(repo_root: impl Into<PathBuf>) -> Self {
         Self {
             repo_root: repo_root.into(),
@@ -49,22 +55,14 @@ impl StackOptions {
     }
 }
 
-/// A provisioned stack.
-pub struct Stack {
-    pub options: StackOptions,
-    template: Template,
-    parameters: BTreeMap<String, String>,
-    physical: BTreeMap<String, Physical>,
-    sdk: aws_config::SdkConfig,
-    emulator: emulator::Emulator,
-}
-
-/// The SDK configuration of an endpoint: region, test credentials unless the environment has real ones.
-pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+/// The SDK configuration of an endpoint, region `us-east-1`. With
+/// `emulated` (an emulator this process started) the credentials are static
+/// test ones; otherwise those of the environment when it has some.
+pub async fn sdk_config(endpoint: &str, emulated: bool) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(template::REGION))
         .endpoint_url(endpoint);
-    if std::env::var("AWS_ACCESS_KEY_ID").is_err() {
+    if emulated || std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
         loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
             "testing",
             "testing",
@@ -76,36 +74,108 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     loader.load().await
 }
 
+/// What a provisioned stack is, apart from its template: written to
+/// `.strata-local/stack.json` by `strata-local up` so that `fire` and `env`
+/// find the running stack.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StackState {
+    pub stack_name: String,
+    pub endpoint: String,
+    /// Whether the endpoint is an emulator started by `strata-local` (test credentials).
+    #[serde(default)]
+    pub emulated: bool,
+    /// The parameter values in force.
+    pub parameters: BTreeMap<String, String>,
+    /// Logical id to what `Ref`/`GetAtt` answer.
+    pub physical: BTreeMap<String, Physical>,
+    /// The HTTP API, when served.
+    #[serde(default)]
+    pub api_url: Option<String>,
+}
+
+impl StackState {
+    pub fn resolver(&self) -> template::Resolver<'_> {
+        template::Resolver {
+            stack_name: &self.stack_name,
+            parameters: &self.parameters,
+            physical: &self.physical,
+        }
+    }
+
+    /// A function's environment as Lambda would give it: the template's
+    /// `Globals` and own variables resolved, plus the endpoint and region.
+    pub fn function_env(&self, template: &Template, function: &str) -> Result<BTreeMap<String, String>> {
+        let mut env = template.function_env(function, &self.resolver())?;
+        env.insert("AWS_ENDPOINT_URL".into(), self.endpoint.clone());
+        env.insert("AWS_REGION".into(), template::REGION.into());
+        Ok(env)
+    }
+
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        sdk_config(&self.endpoint, self.emulated).await
+    }
+
+    /// Reads the state `strata-local up` wrote.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| {
+            format!(
+                "no running stack ({} is missing): start `strata-local up` first",
+                path.display()
+            )
+        })?;
+        serde_json::from_slice(&bytes).with_context(|| format!("read {}", path.display()))
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        }
+        std::fs::write(path, serde_json::to_vec_pretty(self)?).with_context(|| format!("write {}", path.display()))
+    }
+}
+
+/// A provisioned stack.
+pub struct Stack {
+    pub options: StackOptions,
+    template: Template,
+    state: StackState,
+    sdk: aws_config::SdkConfig,
+    emulator: emulator::Emulator,
+}
+
 impl Stack {
     /// Starts (or reaches) the emulator and creates every resource of the template.
     pub async fn start(options: StackOptions) -> Result<Self> {
         let template = Template::load(&options.repo_root.join("infra/template.yaml"))?;
-        let mut parameters = BTreeMap::new();
-        for (name, default) in &template.parameters {
-            match options.parameters.get(name).or(default.as_ref()) {
-                Some(v) => parameters.insert(name.clone(), v.clone()),
-                None => return Err(anyhow!("template parameter {name} has no default: give a value")),
-            };
-        }
+        let parameters = template.parameter_values(&options.parameters)?;
         let emulator = emulator::Emulator::start(&options.repo_root, options.endpoint.clone()).await?;
-        let sdk = sdk_config(&emulator.endpoint).await;
+        let sdk = sdk_config(&emulator.endpoint, emulator.owned()).await;
         let physical = provision::provision(&sdk, &template, &options.stack_name, &parameters)
             .await
-            .context("provision the template's resources")?;
+            .with_context(|| format!("provision the template's resources at {}", emulator.endpoint))?;
+        let state = StackState {
+            stack_name: options.stack_name.clone(),
+            endpoint: emulator.endpoint.clone(),
+            emulated: emulator.owned(),
+            parameters,
+            physical,
+            api_url: None,
+        };
         Ok(Self {
             options,
             template,
-            parameters,
-            physical,
+            state,
             sdk,
             emulator,
         })
     }
 
+    /// The AWS endpoint (`AWS_ENDPOINT_URL`) of the stack.
     pub fn endpoint(&self) -> &str {
         &self.emulator.endpoint
     }
 
+    /// SDK configuration for the stack's endpoint (region, credentials, endpoint).
     pub fn sdk_config(&self) -> aws_config::SdkConfig {
         self.sdk.clone()
     }
@@ -114,35 +184,34 @@ impl Stack {
         &self.template
     }
 
+    /// The stack as `stack.json` records it.
+    pub fn state(&self) -> &StackState {
+        &self.state
+    }
+
     /// The template parameters in force (given values over defaults).
     pub fn parameters(&self) -> &BTreeMap<String, String> {
-        &self.parameters
+        &self.state.parameters
     }
 
     pub fn physical(&self) -> &BTreeMap<String, Physical> {
-        &self.physical
+        &self.state.physical
     }
 
-    /// `Ref` of a provisioned resource: table or bucket name, queue URL, key id, secret ARN.
+    /// `Ref` of a resource: table or bucket name, queue URL, key id, secret ARN, schedule name.
     pub fn physical_id(&self, logical_id: &str) -> Option<&str> {
-        self.physical.get(logical_id).map(|p| p.id.as_str())
-    }
-
-    fn resolver(&self) -> template::Resolver<'_> {
-        template::Resolver {
-            stack_name: &self.options.stack_name,
-            parameters: &self.parameters,
-            physical: &self.physical,
-        }
+        self.state.physical.get(logical_id).map(|p| p.id.as_str())
     }
 
     /// A function's environment as Lambda would give it: the template's
-    /// `Globals` and own variables resolved, plus the emulator's endpoint.
+    /// `Globals` and own variables resolved, plus `AWS_ENDPOINT_URL` and `AWS_REGION`.
     pub fn function_env(&self, function: &str) -> Result<BTreeMap<String, String>> {
-        let mut env = self.template.function_env(function, &self.resolver())?;
-        env.insert("AWS_ENDPOINT_URL".into(), self.endpoint().to_string());
-        env.insert("AWS_REGION".into(), template::REGION.into());
-        Ok(env)
+        self.state.function_env(&self.template, function)
+    }
+
+    /// The template's schedules, resolved.
+    pub fn schedules(&self) -> Result<Vec<schedule::Schedule>> {
+        schedule::schedules(&self.template, &self.state)
     }
 
     /// Starts the queue pollers and, when given an address, the HTTP API.
@@ -159,24 +228,15 @@ impl Stack {
         runner::start(self, handlers, api_addr, true).await
     }
 
-    /// Delivers a schedule's target input now.
+    /// Delivers a schedule's `Target.Input` to its target now.
     pub async fn fire(&self, schedule: &str) -> Result<()> {
-        let schedules = schedule::schedules(self)?;
-        let s = schedules.iter().find(|s| s.logical_id == schedule).with_context(|| {
-            format!(
-                "no schedule {schedule}; the template has {:?}",
-                schedules.iter().map(|s| &s.logical_id).collect::<Vec<_>>()
-            )
-        })?;
-        s.fire(&self.sdk).await
+        schedule::find(&self.template, &self.state, schedule)?
+            .fire(&self.sdk)
+            .await
     }
 
-    /// Stops the emulator if this stack started it.
+    /// Stops the emulator if this stack started it (dropping the stack does too).
     pub async fn stop(mut self) {
         self.emulator.stop().await;
-    }
-
-    pub(crate) fn shared_sdk(&self) -> Arc<aws_config::SdkConfig> {
-        Arc::new(self.sdk.clone())
     }
 }

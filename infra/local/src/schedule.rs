@@ -1,8 +1,10 @@
 //! EventBridge Scheduler schedules of the template: fired on demand, or on
-//! their timetable (`cron(...)` with its time zone, `rate(...)`).
+//! their timetable (`cron(...)` in its time zone, `rate(...)`, `at(...)`).
+//! The emulator holds the schedules (see `provision`) but never fires them;
+//! this module does, as Scheduler would: `Target.Input` sent to the target.
 
-use crate::Stack;
-use crate::template::referenced_id;
+use crate::StackState;
+use crate::template::Template;
 use anyhow::{Context as _, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use std::str::FromStr;
@@ -14,84 +16,82 @@ pub struct Schedule {
     pub logical_id: String,
     pub expression: String,
     pub timezone: chrono_tz::Tz,
+    /// The target queue's logical id and URL.
+    pub queue_logical_id: String,
     pub queue_url: String,
+    /// `Target.SqsParameters.MessageGroupId`, for FIFO queues.
+    pub message_group_id: Option<String>,
     pub input: String,
+    /// `State: DISABLED` schedules are not fired on their timetable (`fire` still sends).
+    pub enabled: bool,
 }
 
-/// The template's schedules, resolved.
-pub fn schedules(stack: &Stack) -> Result<Vec<Schedule>> {
-    let resolver = crate::template::Resolver {
-        stack_name: &stack.options.stack_name,
-        parameters: &stack_parameters(stack),
-        physical: stack.physical(),
-    };
+/// The template's schedules, resolved against a provisioned stack.
+pub fn schedules(template: &Template, state: &StackState) -> Result<Vec<Schedule>> {
+    let resolver = state.resolver();
     let mut out = Vec::new();
-    for r in stack.template().of_kind("AWS::Scheduler::Schedule") {
-        let target = r
-            .prop("Target")
-            .with_context(|| format!("{} has no Target", r.logical_id))?;
-        let target_id = target
-            .get("Arn")
-            .and_then(referenced_id)
-            .with_context(|| format!("{}: target must reference a resource", r.logical_id))?;
-        let target_resource = stack
-            .template()
-            .resources
-            .get(&target_id)
-            .with_context(|| format!("{}: no resource {target_id}", r.logical_id))?;
-        if target_resource.kind != "AWS::SQS::Queue" {
-            bail!(
-                "{}: only SQS targets are run locally (target {target_id} is {})",
-                r.logical_id,
-                target_resource.kind
-            );
-        }
-        let tz_name = r
+    for r in template.of_kind("AWS::Scheduler::Schedule") {
+        let id = &r.logical_id;
+        let target = r.prop("Target").with_context(|| format!("{id} has no Target"))?;
+        let arn = resolver
+            .string(target.get("Arn").with_context(|| format!("{id} has no Target.Arn"))?)
+            .with_context(|| format!("{id}: Target.Arn"))?;
+        let queue = state
+            .physical
+            .iter()
+            .find(|(_, p)| p.attrs.get("Arn") == Some(&arn) && p.attrs.contains_key("QueueUrl"));
+        let Some((queue_logical_id, queue)) = queue else {
+            bail!("{id}: only SQS queue targets are run locally; the target is {arn}");
+        };
+        let timezone_name = r
             .prop("ScheduleExpressionTimezone")
             .map(|v| resolver.string(v))
             .transpose()?
             .unwrap_or_else(|| "UTC".into());
         out.push(Schedule {
-            logical_id: r.logical_id.clone(),
+            logical_id: id.clone(),
             expression: resolver.string(r.prop("ScheduleExpression").context("ScheduleExpression")?)?,
-            timezone: chrono_tz::Tz::from_str(&tz_name)
-                .map_err(|e| anyhow!("{}: time zone {tz_name}: {e}", r.logical_id))?,
-            queue_url: stack
-                .physical_id(&target_id)
-                .context("target queue provisioned")?
-                .to_string(),
+            timezone: chrono_tz::Tz::from_str(&timezone_name)
+                .map_err(|e| anyhow!("{id}: time zone {timezone_name}: {e}"))?,
+            queue_logical_id: queue_logical_id.clone(),
+            queue_url: queue.id.clone(),
+            message_group_id: target
+                .get("SqsParameters")
+                .and_then(|p| p.get("MessageGroupId"))
+                .map(|v| resolver.string(v))
+                .transpose()?,
             input: target
                 .get("Input")
                 .map(|v| resolver.string(v))
                 .transpose()?
                 .unwrap_or_else(|| "{}".into()),
+            enabled: r
+                .prop("State")
+                .map(|v| resolver.string(v))
+                .transpose()?
+                .is_none_or(|s| s != "DISABLED"),
         });
     }
     Ok(out)
 }
 
-fn stack_parameters(stack: &Stack) -> std::collections::BTreeMap<String, String> {
-    stack
-        .template()
-        .parameters
-        .iter()
-        .filter_map(|(k, d)| {
-            stack
-                .options
-                .parameters
-                .get(k)
-                .or(d.as_ref())
-                .map(|v| (k.clone(), v.clone()))
-        })
-        .collect()
+/// One schedule by logical id, with the template's schedules named when it is not one.
+pub fn find(template: &Template, state: &StackState, logical_id: &str) -> Result<Schedule> {
+    let all = schedules(template, state)?;
+    let names: Vec<String> = all.iter().map(|s| s.logical_id.clone()).collect();
+    all.into_iter()
+        .find(|s| s.logical_id == logical_id)
+        .with_context(|| format!("no schedule {logical_id}; the template has {names:?}"))
 }
 
 impl Schedule {
+    /// Delivers the target input now, as Scheduler does when the schedule is due.
     pub async fn fire(&self, sdk: &aws_config::SdkConfig) -> Result<()> {
         aws_sdk_sqs::Client::new(sdk)
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(&self.input)
+            .set_message_group_id(self.message_group_id.clone())
             .send()
             .await
             .map_err(|e| {
@@ -111,16 +111,23 @@ impl Schedule {
 }
 
 /// The next firing of an AWS schedule expression after `after`.
+///
+/// `cron(min hour day-of-month month day-of-week year)` in the time zone
+/// (days of the week 1-7 = SUN-SAT, `?` as "any"; `L`, `W` and `#` are not
+/// supported); `rate(N unit)` from `after`; `at(yyyy-mm-ddThh:mm:ss)` once.
 pub fn next_fire(expression: &str, tz: chrono_tz::Tz, after: DateTime<Utc>) -> Result<DateTime<Utc>> {
     let expression = expression.trim();
     if let Some(body) = expression.strip_prefix("rate(").and_then(|s| s.strip_suffix(')')) {
         let (n, unit) = body.trim().split_once(' ').context("rate(N unit)")?;
         let n: i64 = n.parse().context("rate value")?;
+        if n < 1 {
+            bail!("rate({body}): the value must be positive");
+        }
         let secs = match unit.trim().trim_end_matches('s') {
             "minute" => 60,
             "hour" => 3600,
             "day" => 86_400,
-            other => bail!("rate unit {other}"),
+            other => bail!("rate unit {other}: minutes, hours or days"),
         };
         return Ok(after + chrono::Duration::seconds(n * secs));
     }
@@ -129,18 +136,20 @@ pub fn next_fire(expression: &str, tz: chrono_tz::Tz, after: DateTime<Utc>) -> R
         if fields.len() != 6 {
             bail!("AWS cron needs 6 fields (minutes hours day-of-month month day-of-week year): {expression}");
         }
+        if fields.iter().any(|f| f.contains(['L', 'W', '#'])) {
+            bail!("{expression}: L, W and # are not supported by the local schedules");
+        }
+        if (fields[2] == "?") == (fields[4] == "?") {
+            bail!("{expression}: exactly one of day-of-month and day-of-week must be ?");
+        }
         // AWS: min hour dom month dow year; the cron crate: sec min hour dom month dow year.
-        let converted: Vec<String> = fields
-            .iter()
-            .map(|f| if *f == "?" { "*".to_string() } else { f.to_string() })
-            .collect();
+        let converted: Vec<&str> = fields.iter().map(|f| if *f == "?" { "*" } else { f }).collect();
         let spec = format!("0 {}", converted.join(" "));
-        let schedule = cron::Schedule::from_str(&spec).map_err(|e| anyhow!("cron {expression}: {e}"))?;
-        let local = after.with_timezone(&tz);
+        let schedule = cron::Schedule::from_str(&spec).map_err(|e| anyhow!("{expression}: {e}"))?;
         let next = schedule
-            .after(&local)
+            .after(&after.with_timezone(&tz))
             .next()
-            .context("the schedule never fires again")?;
+            .with_context(|| format!("{expression} never fires again"))?;
         return Ok(next.with_timezone(&Utc));
     }
     if let Some(body) = expression.strip_prefix("at(").and_then(|s| s.strip_suffix(')')) {
@@ -148,8 +157,8 @@ pub fn next_fire(expression: &str, tz: chrono_tz::Tz, after: DateTime<Utc>) -> R
             chrono::NaiveDateTime::parse_from_str(body, "%Y-%m-%dT%H:%M:%S").context("at(yyyy-mm-ddThh:mm:ss)")?;
         let at = naive
             .and_local_timezone(tz)
-            .single()
-            .context("ambiguous local time")?
+            .earliest()
+            .context("that local time does not exist in the time zone")?
             .with_timezone(&Utc);
         if at > after {
             return Ok(at);
@@ -159,26 +168,37 @@ pub fn next_fire(expression: &str, tz: chrono_tz::Tz, after: DateTime<Utc>) -> R
     bail!("unsupported schedule expression {expression}")
 }
 
-/// Sleeps until each schedule is due and fires it, forever.
-pub async fn run_timetable(schedule: Schedule, sdk: aws_config::SdkConfig, quiet: bool) {
+/// Sleeps until the schedule is due and fires it, until its expression has no next time.
+pub async fn run_timetable(schedule: Schedule, sdk: aws_config::SdkConfig, report: impl Fn(String)) {
+    if !schedule.enabled {
+        report(format!(
+            "schedule   {} is DISABLED in the template",
+            schedule.logical_id
+        ));
+        return;
+    }
     loop {
         let now = Utc::now();
         let next = match schedule.next_after(now) {
             Ok(next) => next,
             Err(e) => {
-                eprintln!("schedule {}: {e}", schedule.logical_id);
+                report(format!("schedule   {}: {e:#}", schedule.logical_id));
                 return;
             }
         };
-        if !quiet {
-            println!("schedule   {} next at {}", schedule.logical_id, next.to_rfc3339());
-        }
-        let wait = (next - now).to_std().unwrap_or(Duration::ZERO);
-        tokio::time::sleep(wait).await;
+        report(format!(
+            "schedule   {} next at {} ({})",
+            schedule.logical_id,
+            next.with_timezone(&schedule.timezone).to_rfc3339(),
+            schedule.expression
+        ));
+        tokio::time::sleep((next - now).to_std().unwrap_or(Duration::ZERO)).await;
         match schedule.fire(&sdk).await {
-            Ok(()) if !quiet => println!("schedule   {} fired", schedule.logical_id),
-            Ok(()) => {}
-            Err(e) => eprintln!("schedule {}: {e}", schedule.logical_id),
+            Ok(()) => report(format!(
+                "schedule   {} fired: {} -> {}",
+                schedule.logical_id, schedule.input, schedule.queue_logical_id
+            )),
+            Err(e) => report(format!("schedule   {}: {e:#}", schedule.logical_id)),
         }
     }
 }
@@ -188,24 +208,73 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
+    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).single().expect("time")
+    }
+
     #[test]
     fn aws_cron_honours_the_time_zone() {
-        let after = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).single().expect("time");
-        let next = next_fire("cron(0 2 * * ? *)", chrono_tz::UTC, after).expect("next");
+        let after = at(2026, 11, 25, 12, 0);
         assert_eq!(
-            next,
-            Utc.with_ymd_and_hms(2026, 11, 26, 2, 0, 0).single().expect("time")
+            next_fire("cron(0 2 * * ? *)", chrono_tz::UTC, after).expect("next"),
+            at(2026, 11, 26, 2, 0)
         );
-        let paris = next_fire("cron(0 2 * * ? *)", chrono_tz::Europe::Paris, after).expect("next");
         assert_eq!(
-            paris,
-            Utc.with_ymd_and_hms(2026, 11, 26, 1, 0, 0).single().expect("time"),
+            next_fire("cron(0 2 * * ? *)", chrono_tz::Europe::Paris, after).expect("next"),
+            at(2026, 11, 26, 1, 0),
             "02:00 in Paris is 01:00 UTC in winter"
         );
+        assert_eq!(
+            next_fire("cron(0 2 * * ? *)", chrono_tz::Europe::Paris, at(2026, 7, 1, 12, 0)).expect("next"),
+            at(2026, 7, 2, 0, 0),
+            "and 00:00 UTC in summer"
+        );
+    }
+
+    #[test]
+    fn aws_cron_days_of_the_week_start_on_sunday() {
+        // 2026-11-25 is a Wednesday; the next Monday (2 in AWS cron) is the 30th.
+        let after = at(2026, 11, 25, 12, 0);
+        assert_eq!(
+            next_fire("cron(30 6 ? * 2 *)", chrono_tz::UTC, after).expect("next"),
+            at(2026, 11, 30, 6, 30)
+        );
+        assert_eq!(
+            next_fire("cron(30 6 ? * MON-FRI *)", chrono_tz::UTC, after).expect("next"),
+            at(2026, 11, 26, 6, 30)
+        );
+    }
+
+    #[test]
+    fn rate_and_at_expressions() {
+        let after = at(2026, 11, 25, 12, 0);
         assert_eq!(
             next_fire("rate(5 minutes)", chrono_tz::UTC, after).expect("rate"),
             after + chrono::Duration::minutes(5)
         );
-        assert!(next_fire("cron(0 2 * *)", chrono_tz::UTC, after).is_err());
+        assert_eq!(
+            next_fire("rate(1 day)", chrono_tz::UTC, after).expect("rate"),
+            after + chrono::Duration::days(1)
+        );
+        assert_eq!(
+            next_fire("at(2026-12-01T09:00:00)", chrono_tz::Europe::Paris, after).expect("at"),
+            at(2026, 12, 1, 8, 0)
+        );
+        assert!(next_fire("at(2020-01-01T00:00:00)", chrono_tz::UTC, after).is_err());
+    }
+
+    #[test]
+    fn malformed_expressions_are_refused() {
+        let after = at(2026, 11, 25, 12, 0);
+        for bad in [
+            "cron(0 2 * *)",
+            "cron(0 2 * * * *)",
+            "cron(0 2 L * ? *)",
+            "rate(0 minutes)",
+            "rate(5 weeks)",
+            "every day",
+        ] {
+            assert!(next_fire(bad, chrono_tz::UTC, after).is_err(), "{bad}");
+        }
     }
 }

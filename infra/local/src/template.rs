@@ -1,6 +1,13 @@
-//! Reading `infra/template.yaml`: resources, parameters, and the intrinsic
-//! functions the local stack needs (`Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`,
-//! in long and short `!Tag` form), resolved against provisioned resources.
+//! Reading `infra/template.yaml`: parameters, `Globals`, resources, and the
+//! intrinsic functions the local stack needs, in long (`Fn::Sub`) and short
+//! (`!Sub`) form, resolved against the provisioned resources.
+//!
+//! Supported: `Ref` (parameters, resources, the `AWS::*` pseudo parameters),
+//! `Fn::GetAtt` (`X.Attr` or `[X, Attr]`), `Fn::Sub` (string or
+//! `[string, {vars}]`, with `${!Literal}` escapes), `Fn::Join`, `Fn::Select`,
+//! `Fn::Split`, `Fn::Base64`. Conditions (`Fn::If`, `Fn::Equals`, ...) and
+//! `Fn::ImportValue` are refused with a clear error: the local stack has no
+//! other stacks and the template uses no conditions.
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde_yaml::Value;
@@ -10,6 +17,9 @@ use std::path::Path;
 /// Emulator constants: moto's account, the local region.
 pub const ACCOUNT_ID: &str = "123456789012";
 pub const REGION: &str = "us-east-1";
+
+/// Lambda's default timeout when neither the function nor `Globals` gives one.
+pub const DEFAULT_FUNCTION_TIMEOUT_SECS: u64 = 3;
 
 /// One resource of the template.
 #[derive(Debug, Clone)]
@@ -29,14 +39,20 @@ impl Resource {
 #[derive(Debug, Clone)]
 pub struct Template {
     pub resources: BTreeMap<String, Resource>,
+    /// Parameter name to its default, when it has one.
     pub parameters: BTreeMap<String, Option<String>>,
+    /// Parameter name to its `AllowedValues`, when the template lists them.
+    pub allowed_values: BTreeMap<String, Vec<String>>,
+    /// `Globals.Function.Environment.Variables`.
     pub globals_env: Value,
+    /// `Globals.Function`: what every serverless function inherits.
+    pub globals_function: Value,
 }
 
 impl Template {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-        Self::parse(&text)
+        Self::parse(&text).with_context(|| format!("template {}", path.display()))
     }
 
     pub fn parse(text: &str) -> Result<Self> {
@@ -53,6 +69,9 @@ impl Template {
                 .and_then(Value::as_str)
                 .with_context(|| format!("{logical_id} has no Type"))?
                 .to_string();
+            if body.get("Condition").is_some() {
+                bail!("{logical_id}: conditional resources are not supported by the local stack");
+            }
             let properties = body
                 .get("Properties")
                 .cloned()
@@ -67,23 +86,30 @@ impl Template {
             );
         }
         let mut parameters = BTreeMap::new();
-        if let Some(params) = doc.get("Parameters").and_then(Value::as_mapping) {
-            for (name, body) in params {
-                let default = body.get("Default").map(scalar_string);
-                parameters.insert(name.as_str().unwrap_or_default().to_string(), default);
+        let mut allowed_values = BTreeMap::new();
+        for (name, body) in doc.get("Parameters").and_then(Value::as_mapping).into_iter().flatten() {
+            let name = name.as_str().context("parameter name")?.to_string();
+            if let Some(allowed) = body.get("AllowedValues").and_then(Value::as_sequence) {
+                allowed_values.insert(name.clone(), allowed.iter().map(scalar_string).collect());
             }
+            parameters.insert(name, body.get("Default").map(scalar_string));
         }
-        let globals_env = doc
+        let globals_function = doc
             .get("Globals")
             .and_then(|g| g.get("Function"))
-            .and_then(|f| f.get("Environment"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let globals_env = globals_function
+            .get("Environment")
             .and_then(|e| e.get("Variables"))
             .cloned()
             .unwrap_or(Value::Null);
         Ok(Self {
             resources,
             parameters,
+            allowed_values,
             globals_env,
+            globals_function,
         })
     }
 
@@ -91,12 +117,60 @@ impl Template {
         self.resources.values().filter(move |r| r.kind == kind)
     }
 
-    /// A function's environment variables (`Globals` merged with its own), resolved.
-    pub fn function_env(&self, function: &str, resolver: &Resolver<'_>) -> Result<BTreeMap<String, String>> {
+    /// The parameter values in force: `given` over the template's defaults,
+    /// checked against `AllowedValues`. A parameter without a default must be given.
+    pub fn parameter_values(&self, given: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
+        if let Some(unknown) = given.keys().find(|k| !self.parameters.contains_key(*k)) {
+            bail!(
+                "the template has no parameter {unknown}; it has {:?}",
+                self.parameters.keys().collect::<Vec<_>>()
+            );
+        }
+        let mut values = BTreeMap::new();
+        for (name, default) in &self.parameters {
+            let value = given
+                .get(name)
+                .or(default.as_ref())
+                .with_context(|| format!("template parameter {name} has no default: give a value"))?;
+            match self.allowed_values.get(name) {
+                Some(allowed) if !allowed.contains(value) => {
+                    bail!("parameter {name}={value} is not one of {allowed:?}")
+                }
+                _ => {}
+            }
+            values.insert(name.clone(), value.clone());
+        }
+        Ok(values)
+    }
+
+    fn function(&self, function: &str) -> Result<&Resource> {
         let resource = self
             .resources
             .get(function)
             .with_context(|| format!("no function {function} in the template"))?;
+        if resource.kind != "AWS::Serverless::Function" {
+            bail!("{function} is a {}, not an AWS::Serverless::Function", resource.kind);
+        }
+        Ok(resource)
+    }
+
+    /// A function property as SAM sees it: the function's own, else `Globals.Function`'s.
+    pub fn function_property(&self, function: &str, name: &str) -> Result<Option<&Value>> {
+        let resource = self.function(function)?;
+        Ok(resource.prop(name).or_else(|| self.globals_function.get(name)))
+    }
+
+    /// The function's timeout in seconds (its own, `Globals`, or Lambda's default).
+    pub fn function_timeout_secs(&self, function: &str) -> Result<u64> {
+        Ok(self
+            .function_property(function, "Timeout")?
+            .and_then(Value::as_u64)
+            .unwrap_or(DEFAULT_FUNCTION_TIMEOUT_SECS))
+    }
+
+    /// A function's environment variables (`Globals` merged with its own, its own winning), resolved.
+    pub fn function_env(&self, function: &str, resolver: &Resolver<'_>) -> Result<BTreeMap<String, String>> {
+        let resource = self.function(function)?;
         let own = resource.prop("Environment").and_then(|e| e.get("Variables"));
         let mut env = BTreeMap::new();
         for vars in [Some(&self.globals_env), own].into_iter().flatten() {
@@ -119,17 +193,19 @@ impl Template {
     }
 }
 
-fn scalar_string(v: &Value) -> String {
+/// A YAML scalar as CloudFormation reads it: a string.
+pub fn scalar_string(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
+        Value::Null => String::new(),
         other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
     }
 }
 
 /// What a provisioned resource answers to `Ref` and `Fn::GetAtt`.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Physical {
     /// The value of `Ref`.
     pub id: String,
@@ -144,14 +220,38 @@ pub struct Resolver<'a> {
     pub physical: &'a BTreeMap<String, Physical>,
 }
 
+/// The unsupported intrinsics, refused by name rather than passed through.
+const UNSUPPORTED: &[&str] = &[
+    "If",
+    "Equals",
+    "And",
+    "Or",
+    "Not",
+    "Condition",
+    "ImportValue",
+    "FindInMap",
+    "GetAZs",
+    "Cidr",
+    "Transform",
+    "ToJsonString",
+    "Length",
+];
+
 impl Resolver<'_> {
     fn reference(&self, name: &str) -> Result<String> {
         match name {
             "AWS::StackName" => return Ok(self.stack_name.to_string()),
+            "AWS::StackId" => {
+                return Ok(format!(
+                    "arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{}/local",
+                    self.stack_name
+                ));
+            }
             "AWS::Region" => return Ok(REGION.to_string()),
             "AWS::AccountId" => return Ok(ACCOUNT_ID.to_string()),
             "AWS::Partition" => return Ok("aws".to_string()),
             "AWS::URLSuffix" => return Ok("amazonaws.com".to_string()),
+            "AWS::NoValue" => bail!("AWS::NoValue is only meaningful with conditions, which are not supported"),
             _ => {}
         }
         if let Some(v) = self.parameters.get(name) {
@@ -178,7 +278,21 @@ impl Resolver<'_> {
             .ok_or_else(|| anyhow!("GetAtt {target}: no attribute {attr}"))
     }
 
-    fn sub(&self, text: &str) -> Result<String> {
+    fn get_att_value(&self, inner: &Value) -> Result<String> {
+        let target = match inner {
+            Value::Sequence(parts) => parts
+                .iter()
+                .map(|p| self.string(p))
+                .collect::<Result<Vec<_>>>()?
+                .join("."),
+            Value::String(s) => s.clone(),
+            _ => bail!("GetAtt needs Resource.Attribute or [Resource, Attribute]"),
+        };
+        self.get_att(&target)
+    }
+
+    /// `Fn::Sub`: `${Name}`, `${Resource.Attr}`, `${!Literal}`, and the variables of the list form.
+    fn sub(&self, text: &str, vars: &BTreeMap<String, String>) -> Result<String> {
         let mut out = String::new();
         let mut rest = text;
         while let Some(start) = rest.find("${") {
@@ -188,24 +302,101 @@ impl Resolver<'_> {
                 .ok_or_else(|| anyhow!("Sub {text}: unclosed ${{"))?
                 + start;
             let name = &rest[start + 2..end];
-            let value = if name.contains('.') {
-                self.get_att(name)?
+            if let Some(literal) = name.strip_prefix('!') {
+                out.push_str("${");
+                out.push_str(literal);
+                out.push('}');
+            } else if let Some(v) = vars.get(name) {
+                out.push_str(v);
+            } else if name.contains('.') {
+                out.push_str(&self.get_att(name)?);
             } else {
-                self.reference(name)?
-            };
-            out.push_str(&value);
+                out.push_str(&self.reference(name)?);
+            }
             rest = &rest[end + 1..];
         }
         out.push_str(rest);
         Ok(out)
     }
 
+    fn sub_value(&self, inner: &Value) -> Result<String> {
+        match inner {
+            Value::String(s) => self.sub(s, &BTreeMap::new()),
+            Value::Sequence(parts) => {
+                let text = parts
+                    .first()
+                    .and_then(Value::as_str)
+                    .context("Sub [string, {vars}] needs a string first")?;
+                let mut vars = BTreeMap::new();
+                for (k, v) in parts.get(1).and_then(Value::as_mapping).into_iter().flatten() {
+                    vars.insert(scalar_string(k), self.string(v)?);
+                }
+                self.sub(text, &vars)
+            }
+            _ => bail!("Sub needs a string or [string, {{vars}}]"),
+        }
+    }
+
+    fn join(&self, inner: &Value) -> Result<String> {
+        let parts = inner.as_sequence().context("Join needs [separator, [values]]")?;
+        let separator = parts.first().map(scalar_string).unwrap_or_default();
+        let values = match parts.get(1).map(|v| self.resolve(v)).transpose()? {
+            Some(Value::Sequence(values)) => values,
+            _ => bail!("Join needs a list of values"),
+        };
+        Ok(values.iter().map(scalar_string).collect::<Vec<_>>().join(&separator))
+    }
+
+    fn select(&self, inner: &Value) -> Result<Value> {
+        let parts = inner.as_sequence().context("Select needs [index, [values]]")?;
+        let index: usize = self
+            .string(parts.first().context("Select index")?)?
+            .parse()
+            .context("Select index must be a number")?;
+        match parts.get(1).map(|v| self.resolve(v)).transpose()? {
+            Some(Value::Sequence(values)) => values
+                .get(index)
+                .cloned()
+                .with_context(|| format!("Select index {index} out of {} values", values.len())),
+            _ => bail!("Select needs a list of values"),
+        }
+    }
+
+    fn split(&self, inner: &Value) -> Result<Value> {
+        let parts = inner.as_sequence().context("Split needs [separator, string]")?;
+        let separator = parts.first().map(scalar_string).context("Split separator")?;
+        let text = self.string(parts.get(1).context("Split string")?)?;
+        Ok(Value::Sequence(
+            text.split(separator.as_str())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        ))
+    }
+
+    /// Applies one intrinsic function (`name` without `Fn::` or `!`).
+    fn intrinsic(&self, name: &str, inner: &Value) -> Result<Value> {
+        let text = |s: String| Ok(Value::String(s));
+        match name {
+            "Ref" => text(self.reference(&self.string(inner).context("Ref needs a name")?)?),
+            "GetAtt" => text(self.get_att_value(inner)?),
+            "Sub" => text(self.sub_value(inner)?),
+            "Join" => text(self.join(inner)?),
+            "Select" => self.select(inner),
+            "Split" => self.split(inner),
+            "Base64" => {
+                use base64::Engine as _;
+                text(base64::engine::general_purpose::STANDARD.encode(self.string(inner)?))
+            }
+            other if UNSUPPORTED.contains(&other) => {
+                bail!("intrinsic {other} is not supported by the local stack")
+            }
+            other => bail!("unknown intrinsic {other}"),
+        }
+    }
+
     /// Resolves a value to a string.
     pub fn string(&self, value: &Value) -> Result<String> {
-        match self.resolve(value)? {
-            Value::String(s) => Ok(s),
-            other => Ok(scalar_string(&other)),
-        }
+        Ok(scalar_string(&self.resolve(value)?))
     }
 
     /// Resolves every intrinsic function inside a value.
@@ -213,39 +404,13 @@ impl Resolver<'_> {
         match value {
             Value::Tagged(tagged) => {
                 let tag = tagged.tag.to_string();
-                let inner = &tagged.value;
-                let out = match tag.trim_start_matches('!') {
-                    "Ref" => self.reference(inner.as_str().context("!Ref needs a name")?)?,
-                    "GetAtt" => match inner {
-                        Value::String(s) => self.get_att(s)?,
-                        Value::Sequence(parts) => {
-                            self.get_att(&parts.iter().map(scalar_string).collect::<Vec<_>>().join("."))?
-                        }
-                        _ => bail!("!GetAtt needs Resource.Attribute"),
-                    },
-                    "Sub" => self.sub(inner.as_str().context("!Sub needs a string")?)?,
-                    "Join" => self.join(inner)?,
-                    other => bail!("unsupported intrinsic !{other}"),
-                };
-                Ok(Value::String(out))
+                self.intrinsic(tag.trim_start_matches('!'), &tagged.value)
             }
             Value::Mapping(map) if map.len() == 1 => {
                 let (key, inner) = map.iter().next().context("one entry")?;
                 match key.as_str() {
-                    Some("Ref") => Ok(Value::String(
-                        self.reference(inner.as_str().context("Ref needs a name")?)?,
-                    )),
-                    Some("Fn::GetAtt") => {
-                        let target = match inner {
-                            Value::Sequence(parts) => parts.iter().map(scalar_string).collect::<Vec<_>>().join("."),
-                            other => scalar_string(other),
-                        };
-                        Ok(Value::String(self.get_att(&target)?))
-                    }
-                    Some("Fn::Sub") => Ok(Value::String(
-                        self.sub(inner.as_str().context("Fn::Sub needs a string")?)?,
-                    )),
-                    Some("Fn::Join") => Ok(Value::String(self.join(inner)?)),
+                    Some("Ref") => self.intrinsic("Ref", inner),
+                    Some(k) if k.starts_with("Fn::") => self.intrinsic(&k["Fn::".len()..], inner),
                     _ => {
                         let mut out = serde_yaml::Mapping::new();
                         out.insert(key.clone(), self.resolve(inner)?);
@@ -266,36 +431,22 @@ impl Resolver<'_> {
             other => Ok(other.clone()),
         }
     }
-
-    fn join(&self, inner: &Value) -> Result<String> {
-        let parts = inner.as_sequence().context("Join needs [separator, [values]]")?;
-        let separator = parts.first().map(scalar_string).unwrap_or_default();
-        let values = parts.get(1).and_then(Value::as_sequence).context("Join needs a list")?;
-        Ok(values
-            .iter()
-            .map(|v| self.string(v))
-            .collect::<Result<Vec<_>>>()?
-            .join(&separator))
-    }
 }
 
 /// The logical id a `!GetAtt X.Arn` / `!Ref X` points at, without resolving it.
 pub fn referenced_id(value: &Value) -> Option<String> {
-    match value {
-        Value::Tagged(t) => match &t.value {
-            Value::String(s) => Some(s.split('.').next().unwrap_or(s).to_string()),
-            Value::Sequence(parts) => parts.first().map(scalar_string),
-            _ => None,
-        },
+    let (function, inner) = match value {
+        Value::Tagged(t) => (t.tag.to_string().trim_start_matches('!').to_string(), &t.value),
         Value::Mapping(m) if m.len() == 1 => {
             let (k, v) = m.iter().next()?;
-            match (k.as_str()?, v) {
-                ("Ref", Value::String(s)) => Some(s.clone()),
-                ("Fn::GetAtt", Value::Sequence(parts)) => parts.first().map(scalar_string),
-                ("Fn::GetAtt", Value::String(s)) => Some(s.split('.').next().unwrap_or(s).to_string()),
-                _ => None,
-            }
+            (k.as_str()?.trim_start_matches("Fn::").to_string(), v)
         }
+        _ => return None,
+    };
+    match (function.as_str(), inner) {
+        ("Ref", Value::String(s)) => Some(s.clone()),
+        ("GetAtt", Value::String(s)) => Some(s.split('.').next().unwrap_or(s).to_string()),
+        ("GetAtt", Value::Sequence(parts)) => parts.first().map(scalar_string),
         _ => None,
     }
 }
@@ -308,7 +459,18 @@ mod tests {
 Parameters:
   Mode:
     Type: String
+    AllowedValues: ["on", "off"]
     Default: "off"
+  Days:
+    Type: Number
+    Default: 30
+Globals:
+  Function:
+    Timeout: 30
+    Environment:
+      Variables:
+        QUEUE: !Ref Q
+        MODE: !Ref Mode
 Resources:
   Q:
     Type: AWS::SQS::Queue
@@ -316,21 +478,42 @@ Resources:
       Name: !Sub "${AWS::StackName}-q-${Mode}"
       Arn: !GetAtt Q.Arn
       Long: { "Fn::GetAtt": ["Q", "QueueName"] }
-      Joined: !Join ["/", [a, !Ref Mode]]
+      LongRef: { "Ref": "Days" }
+      Joined: !Join ["/", [a, !Ref Mode, !GetAtt Q.QueueName]]
+      Vars: !Sub ["${Name}-${!Literal}-${Q.QueueName}", { Name: !Ref Days }]
+      Picked: !Select [1, !Split [",", "a,b,c"]]
+      Nested: { "Fn::Join": ["", [{ "Fn::Select": [0, [x, y]] }, { "Ref": "AWS::Region" }]] }
+  F:
+    Type: AWS::Serverless::Function
+    Properties:
+      Timeout: 900
+      Environment:
+        Variables:
+          MODE: own
+  G:
+    Type: AWS::Serverless::Function
+    Properties: {}
+  Bad:
+    Type: AWS::SQS::Queue
+    Properties:
+      Name: !If [Cond, a, b]
 "#;
 
-    #[test]
-    fn resolves_short_and_long_intrinsics() {
-        let t = Template::parse(TEMPLATE).expect("parse");
-        let params = BTreeMap::from([("Mode".to_string(), "off".to_string())]);
-        let mut physical = BTreeMap::new();
-        physical.insert(
+    fn physical() -> BTreeMap<String, Physical> {
+        BTreeMap::from([(
             "Q".to_string(),
             Physical {
                 id: "http://q".into(),
                 attrs: BTreeMap::from([("Arn".into(), "arn:q".into()), ("QueueName".into(), "q".into())]),
             },
-        );
+        )])
+    }
+
+    #[test]
+    fn resolves_short_and_long_intrinsics() {
+        let t = Template::parse(TEMPLATE).expect("parse");
+        let params = t.parameter_values(&BTreeMap::new()).expect("defaults");
+        let physical = physical();
         let r = Resolver {
             stack_name: "s",
             parameters: &params,
@@ -340,16 +523,60 @@ Resources:
         assert_eq!(props["Name"].as_str(), Some("s-q-off"));
         assert_eq!(props["Arn"].as_str(), Some("arn:q"));
         assert_eq!(props["Long"].as_str(), Some("q"));
-        assert_eq!(props["Joined"].as_str(), Some("a/off"));
+        assert_eq!(props["LongRef"].as_str(), Some("30"));
+        assert_eq!(props["Joined"].as_str(), Some("a/off/q"));
+        assert_eq!(props["Vars"].as_str(), Some("30-${Literal}-q"));
+        assert_eq!(props["Picked"].as_str(), Some("b"));
+        assert_eq!(props["Nested"].as_str(), Some("xus-east-1"));
         assert_eq!(referenced_id(&t.resources["Q"].properties["Arn"]).as_deref(), Some("Q"));
-        assert_eq!(t.parameters["Mode"].as_deref(), Some("off"));
+        assert_eq!(
+            referenced_id(&t.resources["Q"].properties["Long"]).as_deref(),
+            Some("Q")
+        );
+        let err = r.resolve(&t.resources["Bad"].properties).expect_err("If is refused");
+        assert!(format!("{err:#}").contains("If is not supported"), "{err:#}");
     }
 
     #[test]
-    fn the_project_template_parses() {
+    fn functions_inherit_globals_and_override_them() {
+        let t = Template::parse(TEMPLATE).expect("parse");
+        let params = t.parameter_values(&BTreeMap::new()).expect("defaults");
+        let physical = physical();
+        let r = Resolver {
+            stack_name: "s",
+            parameters: &params,
+            physical: &physical,
+        };
+        let f = t.function_env("F", &r).expect("env");
+        assert_eq!(f["QUEUE"], "http://q");
+        assert_eq!(f["MODE"], "own", "the function's own variable wins");
+        assert_eq!(t.function_env("G", &r).expect("env")["MODE"], "off");
+        assert_eq!(t.function_timeout_secs("F").expect("timeout"), 900);
+        assert_eq!(t.function_timeout_secs("G").expect("timeout"), 30);
+        assert!(t.function_env("Q", &r).is_err(), "a queue is not a function");
+    }
+
+    #[test]
+    fn parameters_are_checked_against_allowed_values() {
+        let t = Template::parse(TEMPLATE).expect("parse");
+        let on = BTreeMap::from([("Mode".to_string(), "on".to_string())]);
+        assert_eq!(t.parameter_values(&on).expect("allowed")["Mode"], "on");
+        let bad = BTreeMap::from([("Mode".to_string(), "maybe".to_string())]);
+        assert!(t.parameter_values(&bad).is_err());
+        let unknown = BTreeMap::from([("Nope".to_string(), "1".to_string())]);
+        assert!(t.parameter_values(&unknown).is_err());
+    }
+
+    #[test]
+    fn the_project_template_parses_and_its_functions_resolve_their_timeouts() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
         let t = Template::load(&path).expect("load");
         assert!(t.functions().contains(&"DiscoveryFunction".to_string()));
+        assert_eq!(t.function_timeout_secs("DiscoveryFunction").expect("timeout"), 900);
         assert!(t.of_kind("AWS::DynamoDB::Table").count() >= 1);
+        assert_eq!(
+            t.parameter_values(&BTreeMap::new()).expect("defaults")["OpenSignup"],
+            "false"
+        );
     }
 }
