@@ -40,6 +40,10 @@ pub struct Config {
     /// Allow `http://` endpoint overrides on connections (`ALLOW_INSECURE_ENDPOINTS`):
     /// only the local stack sets it, for the fake SaaS servers on loopback.
     pub allow_insecure_endpoints: bool,
+    /// The most one backup invocation works before it commits a partial
+    /// snapshot and re-enqueues a continuation (`BACKUP_TIME_BUDGET_SECS`;
+    /// unset: the Lambda deadline less a reserve for the commit).
+    pub backup_time_budget: Option<Duration>,
     /// Endpoint of the AWS APIs (`AWS_ENDPOINT_URL`): the emulator locally, unset in AWS.
     pub aws_endpoint_url: Option<String>,
     /// AWS region (`AWS_REGION`).
@@ -99,6 +103,10 @@ impl Config {
             signin_max_failures,
             signin_lock: Duration::from_secs(number("SIGNIN_LOCK_SECS", 15 * 60)?),
             allow_insecure_endpoints: flag("ALLOW_INSECURE_ENDPOINTS")?,
+            backup_time_budget: match optional("BACKUP_TIME_BUDGET_SECS") {
+                Some(_) => Some(Duration::from_secs(number("BACKUP_TIME_BUDGET_SECS", 0)?.max(1))),
+                None => None,
+            },
             aws_endpoint_url: optional("AWS_ENDPOINT_URL"),
             aws_region: optional("AWS_REGION").or_else(|| optional("AWS_DEFAULT_REGION")),
         })

@@ -85,7 +85,7 @@ impl Context {
 pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(120))
+        .read_timeout(Duration::from_secs(60))
         .pool_idle_timeout(Duration::from_secs(60))
         .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
         .build()

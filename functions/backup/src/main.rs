@@ -3,6 +3,7 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{LambdaEvent, service_fn};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -11,7 +12,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let ctx = ctx.clone();
         async move {
-            Ok::<SqsBatchResponse, lambda_runtime::Error>(strata::ops::backup::handle_batch(&ctx, event.payload).await)
+            // The invocation's deadline (milliseconds since the epoch) as an instant of this process.
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let left = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
+            let deadline = Instant::now() + left;
+            Ok::<SqsBatchResponse, lambda_runtime::Error>(
+                strata::ops::backup::handle_batch(&ctx, event.payload, deadline).await,
+            )
         }
     }))
     .await

@@ -32,10 +32,15 @@ pub async fn handlers(stack: &Stack, overrides: &BTreeMap<String, String>) -> Re
                 let ctx = ctx.clone();
                 Box::pin(async move { Ok(strata::ops::discovery::handle_batch(&ctx, event).await) })
             })),
-            "BackupFunction" => Handler::Sqs(Arc::new(move |event| {
-                let ctx = ctx.clone();
-                Box::pin(async move { Ok(strata::ops::backup::handle_batch(&ctx, event).await) })
-            })),
+            "BackupFunction" => {
+                let timeout = std::time::Duration::from_secs(stack.template().function_timeout_secs(&function)?);
+                Handler::Sqs(Arc::new(move |event| {
+                    let ctx = ctx.clone();
+                    // Lambda's deadline: the function timeout from the start of the invocation.
+                    let deadline = std::time::Instant::now() + timeout;
+                    Box::pin(async move { Ok(strata::ops::backup::handle_batch(&ctx, event, deadline).await) })
+                }))
+            }
             other => bail!("no local handler for function {other}: wire it in infra/local/src/wire.rs"),
         };
         out.insert(function, handler);

@@ -129,6 +129,22 @@ impl Repo {
         }
     }
 
+    /// Saves the working state of an unfinished backup pass (sealed, like
+    /// everything else): `<account>/work/<entity>/<run>`. Returns its key.
+    pub async fn put_work<T: serde::Serialize>(&self, entity: &str, run: &str, value: &T) -> Result<String, RepoError> {
+        let key = format!("{}/work/{entity}/{run}", self.account);
+        self.put_sealed(&key, value).await?;
+        Ok(key)
+    }
+
+    /// Reads a working state saved by [`Repo::put_work`]; it must belong to this account and entity.
+    pub async fn get_work<T: serde::de::DeserializeOwned>(&self, entity: &str, key: &str) -> Result<T, RepoError> {
+        if !key.starts_with(&format!("{}/work/{entity}/", self.account)) {
+            return Err(RepoError::corrupt(key, "working state of another entity"));
+        }
+        self.get_sealed(key).await
+    }
+
     /// Every chunk of every index: where to read it.
     pub async fn load_index(&self) -> Result<HashMap<ChunkId, (String, BlobLocation)>, RepoError> {
         let mut out = HashMap::new();

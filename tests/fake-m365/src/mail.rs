@@ -20,7 +20,7 @@ pub struct Folder {
 pub struct MailItem {
     pub id: String,
     pub folder_id: String,
-    pub mime: Vec<u8>,
+    pub mime: bytes::Bytes,
     pub is_read: bool,
     pub flagged: bool,
     /// Sequence number of the last change.
@@ -121,7 +121,8 @@ impl Mailbox {
         parent.unwrap_or_default()
     }
 
-    pub fn add(&mut self, folder_path: &str, mime: Vec<u8>) -> String {
+    pub fn add(&mut self, folder_path: &str, mime: impl Into<bytes::Bytes>) -> String {
+        let mime = mime.into();
         let folder_id = self.folder_path(folder_path);
         self.next_id += 1;
         let id = opaque("M", &self.owner, self.next_id);
@@ -225,7 +226,8 @@ impl SyncState {
 
 /// Minimal RFC 5322 header reading: unfolded values of the first header block.
 pub fn headers(mime: &[u8]) -> HashMap<String, String> {
-    let text = String::from_utf8_lossy(mime);
+    // The header block is at the start; a large message's body is never read.
+    let text = String::from_utf8_lossy(&mime[..mime.len().min(64 * 1024)]);
     let head = text
         .split("\r\n\r\n")
         .next()

@@ -195,7 +195,7 @@ pub(crate) struct Outcome {
     pub status: StatusCode,
     pub body: Value,
     /// A raw body (MIME from `$value`) instead of JSON.
-    pub raw: Option<Vec<u8>>,
+    pub raw: Option<Bytes>,
     pub content_type: &'static str,
     pub retry_after: Option<u32>,
     pub headers: Vec<(&'static str, String)>,
@@ -222,7 +222,7 @@ impl Outcome {
         Self::json(StatusCode::OK, body)
     }
 
-    pub fn raw(bytes: Vec<u8>, content_type: &'static str) -> Self {
+    pub fn raw(bytes: Bytes, content_type: &'static str) -> Self {
         Self {
             raw: Some(bytes),
             content_type,
@@ -242,7 +242,7 @@ impl Outcome {
         }
         let bytes = match self.raw {
             Some(raw) => raw,
-            None => serde_json::to_vec(&self.body).unwrap_or_default(),
+            None => Bytes::from(serde_json::to_vec(&self.body).unwrap_or_default()),
         };
         let mut response = if self.truncate && bytes.len() > 1 {
             truncated(bytes)
@@ -270,9 +270,9 @@ impl Outcome {
 }
 
 /// Half the body under the full `Content-Length`, then the connection breaks.
-fn truncated(bytes: Vec<u8>) -> Response {
+fn truncated(bytes: Bytes) -> Response {
     let full = bytes.len();
-    let half = Bytes::from(bytes[..full / 2].to_vec());
+    let half = bytes.slice(..full / 2);
     let chunks = futures::stream::unfold(0u8, move |step| {
         let half = half.clone();
         async move {

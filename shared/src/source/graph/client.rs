@@ -3,12 +3,16 @@
 use super::throttle::{Gates, Scope};
 use crate::secrets::Secret;
 use crate::source::{SourceError, SourceStats};
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use rand::Rng;
 use serde::Deserialize;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_util::io::StreamReader;
 use tracing::{debug, warn};
 
 /// Where and as whom to reach a tenant. National clouds (and the fake) override the URLs.
@@ -113,7 +117,7 @@ pub struct GraphClient {
     policy: RetryPolicy,
     token: Mutex<Option<Token>>,
     gates: Gates,
-    in_flight: Semaphore,
+    in_flight: Arc<Semaphore>,
     requests: AtomicU64,
     throttled: AtomicU64,
     retries: AtomicU64,
@@ -122,6 +126,8 @@ pub struct GraphClient {
 /// What one attempt ended with.
 enum Attempt {
     Done(bytes::Bytes),
+    /// A successful response whose body is read as it arrives, permits held.
+    Streaming(reqwest::Response, Permits),
     Throttled(Option<Duration>),
     Transient(String),
     ExpiredToken,
@@ -131,7 +137,7 @@ impl GraphClient {
     pub fn new(http: reqwest::Client, creds: GraphCredentials, policy: RetryPolicy) -> Self {
         Self {
             http,
-            in_flight: Semaphore::new(policy.concurrency.max(1)),
+            in_flight: Arc::new(Semaphore::new(policy.concurrency.max(1))),
             creds,
             policy,
             token: Mutex::new(None),
@@ -250,12 +256,33 @@ impl GraphClient {
     }
 
     async fn get_body(&self, path_or_url: &str, prefer: Option<&str>) -> Result<bytes::Bytes, SourceError> {
+        match self.get(path_or_url, prefer, false).await? {
+            Got::Whole(body) => Ok(body),
+            Got::Stream(stream) => Ok(stream.collect().await?),
+        }
+    }
+
+    /// GET a raw body (MIME from `$value`) as a reader that yields it as it
+    /// arrives: memory stays small whatever the size. The request keeps its
+    /// concurrency slots until the reader is dropped. A body that breaks
+    /// midway is an `io::Error` of the reader: the caller starts over.
+    pub async fn get_stream(&self, path_or_url: &str) -> Result<ContentStream, SourceError> {
+        match self.get(path_or_url, Some("raw"), true).await? {
+            Got::Stream(stream) => Ok(stream),
+            Got::Whole(body) => Ok(ContentStream::from_bytes(body)),
+        }
+    }
+
+    async fn get(&self, path_or_url: &str, prefer: Option<&str>, stream: bool) -> Result<Got, SourceError> {
         let url = self.resolve(path_or_url)?;
         let scope = Scope::of_path(url.path());
         let (mut attempts, mut throttled_attempts, mut token_renewed) = (0u32, 0u32, false);
         loop {
-            match self.attempt(&url, &scope, prefer).await? {
-                Attempt::Done(value) => return Ok(value),
+            match self.attempt(&url, &scope, prefer, stream).await? {
+                Attempt::Done(value) => return Ok(Got::Whole(value)),
+                Attempt::Streaming(response, permits) => {
+                    return Ok(Got::Stream(ContentStream::from_response(response, permits)));
+                }
                 Attempt::ExpiredToken if !token_renewed => {
                     token_renewed = true;
                     self.forget_token().await;
@@ -292,6 +319,13 @@ impl GraphClient {
         }
     }
 
+    /// Sleeps the backoff of a failed attempt at a whole streamed item (the
+    /// caller's retry of a body that broke midway).
+    pub async fn backoff(&self, attempt: u32) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(self.policy.backoff(attempt)).await;
+    }
+
     /// Every `value` entry of a collection, following `@odata.nextLink` until it is absent.
     pub async fn get_all(&self, path: &str) -> Result<Vec<serde_json::Value>, SourceError> {
         let mut out = Vec::new();
@@ -324,24 +358,22 @@ impl GraphClient {
         Ok(url)
     }
 
-    async fn attempt(&self, url: &url::Url, scope: &Scope, prefer: Option<&str>) -> Result<Attempt, SourceError> {
+    async fn attempt(
+        &self,
+        url: &url::Url,
+        scope: &Scope,
+        prefer: Option<&str>,
+        stream: bool,
+    ) -> Result<Attempt, SourceError> {
+        let closed = |_| SourceError::Unavailable("client closed".into());
         let mailbox = match scope {
-            Scope::Mailbox(id) => Some(self.gates.mailbox(id)),
+            Scope::Mailbox(id) => Some(self.gates.mailbox(id).acquire_owned().await.map_err(closed)?),
             _ => None,
         };
-        let _mailbox_permit = match &mailbox {
-            Some(sem) => Some(
-                sem.acquire()
-                    .await
-                    .map_err(|_| SourceError::Unavailable("client closed".into()))?,
-            ),
-            None => None,
+        let permits = Permits {
+            _mailbox: mailbox,
+            _flight: self.in_flight.clone().acquire_owned().await.map_err(closed)?,
         };
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| SourceError::Unavailable("client closed".into()))?;
         // Honour any Retry-After that arrived while this request waited for a permit.
         self.gates.wait_open(scope).await;
         let token = self.token().await?;
@@ -370,6 +402,9 @@ impl GraphClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        if stream && (200..300).contains(&status) {
+            return Ok(Attempt::Streaming(response, permits));
+        }
         let body = match response.bytes().await {
             Ok(b) => b,
             Err(e) => return Ok(Attempt::Transient(format!("response body broken: {}", without_url(&e)))),
@@ -409,6 +444,61 @@ impl GraphClient {
             404 => return Err(SourceError::NotFound { code, message }),
             _ => return Err(SourceError::Api { status, code, message }),
         })
+    }
+}
+
+/// The concurrency slots a request holds: its mailbox's and the client's.
+pub struct Permits {
+    _mailbox: Option<OwnedSemaphorePermit>,
+    _flight: OwnedSemaphorePermit,
+}
+
+enum Got {
+    Whole(bytes::Bytes),
+    Stream(ContentStream),
+}
+
+/// A response body read as it arrives ([`GraphClient::get_stream`]).
+pub struct ContentStream {
+    reader: StreamReader<BoxStream<'static, std::io::Result<bytes::Bytes>>, bytes::Bytes>,
+    _permits: Option<Permits>,
+}
+
+impl ContentStream {
+    fn from_response(response: reqwest::Response, permits: Permits) -> Self {
+        let body = response
+            .bytes_stream()
+            .map(|r| r.map_err(|e| std::io::Error::other(format!("response body broken: {}", without_url(&e)))));
+        Self {
+            reader: StreamReader::new(body.boxed()),
+            _permits: Some(permits),
+        }
+    }
+
+    fn from_bytes(body: bytes::Bytes) -> Self {
+        Self {
+            reader: StreamReader::new(futures::stream::once(async move { Ok(body) }).boxed()),
+            _permits: None,
+        }
+    }
+
+    /// Reads the whole body into memory (small bodies only).
+    pub async fn collect(mut self) -> Result<bytes::Bytes, SourceError> {
+        let mut out = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut self, &mut out)
+            .await
+            .map_err(|e| SourceError::Unavailable(e.to_string()))?;
+        Ok(out.into())
+    }
+}
+
+impl tokio::io::AsyncRead for ContentStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().reader).poll_read(cx, buf)
     }
 }
 

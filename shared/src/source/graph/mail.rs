@@ -1,7 +1,7 @@
 //! Mail over Graph (saas-apis.md §A4): the folder tree (hidden folders too),
 //! per-folder message delta with immutable ids, and MIME from `$value`.
 
-use super::client::GraphClient;
+use super::client::{ContentStream, GraphClient};
 use crate::source::SourceError;
 use serde_json::Value;
 
@@ -128,9 +128,9 @@ impl GraphClient {
         })
     }
 
-    /// The raw RFC 822 message.
-    pub async fn message_mime(&self, user: &str, message_id: &str) -> Result<bytes::Bytes, SourceError> {
-        self.get_raw(&format!(
+    /// The raw RFC 822 message, read as it arrives (never held whole).
+    pub async fn message_mime(&self, user: &str, message_id: &str) -> Result<ContentStream, SourceError> {
+        self.get_stream(&format!(
             "/users/{}/messages/{}/$value",
             urlencoding::encode(user),
             urlencoding::encode(message_id)

@@ -8,6 +8,6 @@ mod directory;
 mod mail;
 mod throttle;
 
-pub use client::{GraphClient, GraphCredentials, RetryPolicy};
+pub use client::{ContentStream, GraphClient, GraphCredentials, RetryPolicy};
 pub use mail::{DELTA_PAGE_SIZE, DeltaPage, MailFolder, MessageChange};
 pub use throttle::Scope;
