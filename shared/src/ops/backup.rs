@@ -238,20 +238,20 @@ pub async fn backup(ctx: &Context, msg: &BackupMessage, budget: &Budget) -> Resu
     ctx.state.finish_request(&msg.account_id, &lease, false).await?;
     // The continuation is sent once the entity is free; if it cannot be, this
     // request is not done and its redelivery goes on from the saved cursor.
-    if let (Ok(record), Some(queue)) = (&result, &ctx.backup_queue) {
-        if let Some(seq) = record.cursor_seq.filter(|_| record.continues) {
-            let continuation = BackupMessage {
-                account_id: msg.account_id.clone(),
-                entity_id: msg.entity_id.clone(),
-                // Named by the cursor it goes on from: a redelivery asks for the same continuation.
-                request_id: format!("cont-{}-{seq}", msg.entity_id),
-            };
-            if let Err(e) = queue
-                .send(&serde_json::to_value(&continuation).unwrap_or_default())
-                .await
-            {
-                result = Err(BackupError::Continuation(e.to_string()));
-            }
+    if let (Ok(record), Some(queue)) = (&result, &ctx.backup_queue)
+        && let Some(seq) = record.cursor_seq.filter(|_| record.continues)
+    {
+        let continuation = BackupMessage {
+            account_id: msg.account_id.clone(),
+            entity_id: msg.entity_id.clone(),
+            // Named by the cursor it goes on from: a redelivery asks for the same continuation.
+            request_id: format!("cont-{}-{seq}", msg.entity_id),
+        };
+        if let Err(e) = queue
+            .send(&serde_json::to_value(&continuation).unwrap_or_default())
+            .await
+        {
+            result = Err(BackupError::Continuation(e.to_string()));
         }
     }
     let done = result.as_ref().map_or_else(|e| !e.is_retryable(), |_| true);
@@ -482,12 +482,12 @@ async fn run(
                 || folder_id.is_some_and(|f| !paths.contains_key(f));
             if gone {
                 writer.delete_item(id);
-            } else if let Some(path) = folder_id.and_then(|f| paths.get(f)) {
-                if entry.meta.get("folder").and_then(Value::as_str) != Some(*path) {
-                    let mut meta = entry.meta.clone();
-                    meta["folder"] = json!(path);
-                    writer.update_item(entry, meta);
-                }
+            } else if let Some(path) = folder_id.and_then(|f| paths.get(f))
+                && entry.meta.get("folder").and_then(Value::as_str) != Some(*path)
+            {
+                let mut meta = entry.meta.clone();
+                meta["folder"] = json!(path);
+                writer.update_item(entry, meta);
             }
         }
         Cursor {
