@@ -104,7 +104,17 @@ impl Config {
             signin_lock: Duration::from_secs(number("SIGNIN_LOCK_SECS", 15 * 60)?),
             allow_insecure_endpoints: flag("ALLOW_INSECURE_ENDPOINTS")?,
             backup_time_budget: match optional("BACKUP_TIME_BUDGET_SECS") {
-                Some(_) => Some(Duration::from_secs(number("BACKUP_TIME_BUDGET_SECS", 0)?.max(1))),
+                Some(v) => Some(
+                    v.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|s| s.is_finite() && *s > 0.0)
+                        .map(Duration::from_secs_f64)
+                        .ok_or_else(|| ConfigError::Invalid {
+                            name: "BACKUP_TIME_BUDGET_SECS",
+                            reason: format!("expected a positive number of seconds, got {v:?}"),
+                        })?,
+                ),
                 None => None,
             },
             aws_endpoint_url: optional("AWS_ENDPOINT_URL"),

@@ -198,6 +198,66 @@ pub async fn backup_now(
     ))
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct BackupAllQueued {
+    /// Backups queued: one per active entity.
+    pub queued: u64,
+}
+
+/// Backs up every active entity now (optionally of one kind or connection);
+/// paused and gone ones are skipped.
+#[utoipa::path(post, path = "/v1/entities/backup-all", tag = "entities", request_body = ActivateAll, responses((status = 202, body = BackupAllQueued)), security(("session" = [])))]
+pub async fn backup_all(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    body: axum::body::Bytes,
+) -> Result<(axum::http::StatusCode, Json<BackupAllQueued>), ApiError> {
+    let req = optional_body(&body)?;
+    let queue = ctx
+        .backup_queue
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("backup queue", &"BACKUP_QUEUE_URL is not configured"))?;
+    let filter = EntityFilter {
+        kind: req.kind,
+        status: Some(EntityStatus::Active),
+        connection_id: req.connection_id.map(ConnectionId),
+    };
+    let request = uuid::Uuid::new_v4().simple().to_string();
+    let (mut queued, mut cursor) = (0u64, None);
+    loop {
+        let page = ctx
+            .state
+            .entities(&principal.account_id, &filter, 1000, cursor.as_deref())
+            .await?;
+        for entity in page.items {
+            let message = crate::ops::backup::BackupMessage {
+                account_id: principal.account_id.clone(),
+                request_id: format!("{request}-{}", entity.id),
+                entity_id: entity.id,
+            };
+            queue
+                .send(&serde_json::to_value(&message).unwrap_or_default())
+                .await
+                .map_err(|e| ApiError::unavailable("backup queue", &e))?;
+            queued += 1;
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    Ok((axum::http::StatusCode::ACCEPTED, Json(BackupAllQueued { queued })))
+}
+
+/// An optional JSON body: none (or blank) means no filter.
+fn optional_body(body: &[u8]) -> Result<ActivateAll, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(ActivateAll::default())
+    } else {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))
+    }
+}
+
 #[derive(Deserialize, ToSchema, Default)]
 pub struct ActivateAll {
     pub kind: Option<EntityKind>,
@@ -217,11 +277,7 @@ pub async fn activate_all(
     body: axum::body::Bytes,
 ) -> Result<Json<ActivateAllResult>, ApiError> {
     // The body is optional: no body activates everything discovered.
-    let req: ActivateAll = if body.iter().all(u8::is_ascii_whitespace) {
-        ActivateAll::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
-    };
+    let req = optional_body(&body)?;
     let filter = EntityFilter {
         kind: req.kind,
         status: Some(EntityStatus::Discovered),

@@ -40,6 +40,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/connections/{id}/discovery", get(connections::discovery))
         .route("/v1/entities", get(entities::list))
         .route("/v1/entities/activate-all", post(entities::activate_all))
+        .route("/v1/entities/backup-all", post(entities::backup_all))
         .route("/v1/entities/{id}", get(entities::get_one))
         .route("/v1/entities/{id}/activate", post(entities::activate))
         .route("/v1/entities/{id}/pause", post(entities::pause))

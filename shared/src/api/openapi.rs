@@ -31,7 +31,7 @@ impl Modify for SessionAuth {
         super::connections::create, super::connections::list, super::connections::get_one, super::connections::remove,
         super::connections::discover, super::connections::discovery,
         super::entities::list, super::entities::get_one, super::entities::activate, super::entities::pause,
-        super::entities::resume, super::entities::backup_now, super::entities::activate_all, super::entities::activity,
+        super::entities::resume, super::entities::backup_now, super::entities::backup_all, super::entities::activate_all, super::entities::activity,
     ),
     modifiers(&SessionAuth),
     tags((name = "auth"), (name = "account"), (name = "connections"), (name = "entities"), (name = "activity"))

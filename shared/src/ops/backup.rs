@@ -321,6 +321,9 @@ async fn run(
     // Messages handled in this invocation (a message can show up twice in a delta).
     let mut touched: HashSet<String> = HashSet::new();
     let mut out_of_time = false;
+    // Every invocation finishes at least one page, however short its budget:
+    // a continuation always moves the pass forward.
+    let mut pages = 0u32;
 
     'folders: for folder in &folders {
         let start = GraphClient::delta_start(user, &folder.id);
@@ -336,7 +339,7 @@ async fn run(
             if enumerating {
                 pass.enumerated.insert(folder.id.clone());
             }
-            if budget.exhausted() {
+            if pages > 0 && budget.exhausted() {
                 pass.folders.insert(folder.id.clone(), FolderPass { link, done: false });
                 out_of_time = true;
                 break 'folders;
@@ -370,7 +373,7 @@ async fn run(
                         }
                     }
                     _ => {
-                        if budget.exhausted() {
+                        if pages > 0 && budget.exhausted() {
                             // This page is read again by the continuation; what was done is not done twice.
                             stopped = true;
                             break;
@@ -396,6 +399,7 @@ async fn run(
                 out_of_time = true;
                 break 'folders;
             }
+            pages += 1;
             match (page.next_link, page.delta_link) {
                 (Some(next), _) => link = next,
                 (None, Some(delta)) => {

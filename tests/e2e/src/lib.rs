@@ -417,3 +417,175 @@ impl Api {
         Ok(entity["id"].as_str().context("entity id")?.to_string())
     }
 }
+
+/// A message with a base64 attachment, as a mail client sends it.
+pub fn mail_with_attachment(i: usize, attachment: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(attachment);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    format!(
+        "From: Finance <finance@contoso.test>\r\nTo: Adele <adele.vance@contoso.onmicrosoft.com>\r\nSubject: Report {i}\r\nDate: Thu, 5 Nov 2026 10:{:02}:00 +0000\r\nMessage-ID: <r{i}@contoso.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nReport {i} attached.\r\n--b\r\nContent-Type: application/pdf; name=\"report.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
+        i % 60,
+        lines.join("\r\n")
+    )
+    .into_bytes()
+}
+
+/// A plain message of about `size` bytes.
+pub fn plain_mail(i: usize, size: usize) -> Vec<u8> {
+    let mut body = format!(
+        "From: Megan <megan@contoso.test>\r\nTo: Adele <adele.vance@contoso.onmicrosoft.com>\r\nSubject: Note {i}\r\nDate: Thu, 5 Nov 2026 11:{:02}:00 +0000\r\nMessage-ID: <n{i}@contoso.test>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n",
+        i % 60
+    );
+    let mut line = 0usize;
+    while body.len() < size {
+        line += 1;
+        body.push_str(&format!(
+            "Note {i}, line {line}: the quarterly figures are attached below.\r\n"
+        ));
+    }
+    body.into_bytes()
+}
+
+impl World {
+    /// The account's repository, read as an operator would (same bucket, same key).
+    pub async fn repo(&self, account: &str) -> strata::repo::Repo {
+        let sdk = self.stack.sdk_config();
+        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+        let store = std::sync::Arc::new(strata::repo::S3Store::new(
+            s3,
+            self.stack.physical_id("DataBucket").expect("bucket"),
+        ));
+        let keys = strata::repo::KmsKeys::new(
+            aws_sdk_kms::Client::new(&sdk),
+            self.stack.physical_id("DataKey").expect("key"),
+        );
+        strata::repo::Repo::open(store, &keys, account).await.expect("repo")
+    }
+
+    /// "Back up now" for one entity; waits until the stack is idle and returns the last run record.
+    pub async fn back_up(&self, admin: &Api, entity: &str) -> Value {
+        let (status, body) = admin
+            .post(&format!("/v1/entities/{entity}/backup"), json!({}))
+            .await
+            .expect("backup");
+        assert_eq!(status, 202, "{body}");
+        self.settle().await.expect("settle");
+        let (_, activity) = admin.get("/v1/activity?limit=1").await.expect("activity");
+        let last = activity["items"][0].clone();
+        assert_eq!(last["kind"], "backup", "{activity}");
+        last["details"]["run"].clone()
+    }
+
+    /// Requests for message content (`$value`) in the fake's log.
+    pub fn content_fetches(&self) -> usize {
+        self.fake
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/$value"))
+            .count()
+    }
+}
+
+/// A request already on the wire when a 429 was answered may still arrive just after it.
+pub const IN_FLIGHT_GRACE: Duration = Duration::from_millis(50);
+
+/// Requests sent into a throttled scope after a 429 (and the in-flight
+/// grace) but before its `Retry-After` had passed.
+pub fn retry_after_violations(log: &[fake_m365::LoggedRequest]) -> Vec<String> {
+    use strata::source::graph::Scope;
+    let mut violations = Vec::new();
+    for t in log.iter().filter(|r| r.status == 429) {
+        let retry_after = Duration::from_secs(u64::from(t.retry_after_secs.unwrap_or(0)));
+        let scope = Scope::of_path(&t.path);
+        let open_at = t.finished_at + chrono::Duration::from_std(retry_after).unwrap_or_default();
+        let grace_end = t.finished_at + chrono::Duration::from_std(IN_FLIGHT_GRACE).unwrap_or_default();
+        for r in log
+            .iter()
+            .filter(|r| Scope::of_path(&r.path) == scope && !r.path.ends_with("/token"))
+        {
+            if r.at > grace_end && r.at < open_at {
+                violations.push(format!(
+                    "{} {} at {} before {} (429 at {})",
+                    r.method, r.path, r.at, open_at, t.finished_at
+                ));
+            }
+        }
+    }
+    violations
+}
+
+/// The most requests of one mailbox in flight at once, from the fake's log.
+pub fn max_mailbox_concurrency(log: &[fake_m365::LoggedRequest]) -> usize {
+    let mut events: BTreeMap<String, Vec<(chrono::DateTime<chrono::Utc>, i32)>> = BTreeMap::new();
+    for r in log {
+        if let Some(scope) = r.throttle_scope.as_deref().filter(|s| s.starts_with("mailbox:")) {
+            let e = events.entry(scope.to_string()).or_default();
+            e.push((r.at, 1));
+            e.push((r.finished_at, -1));
+        }
+    }
+    let mut most = 0;
+    for (_, mut e) in events {
+        // Ends before starts at the same instant.
+        e.sort();
+        let mut now = 0;
+        for (_, d) in e {
+            now += d;
+            most = most.max(now);
+        }
+    }
+    usize::try_from(most).unwrap_or(0)
+}
+
+impl World {
+    /// How the entity's latest catalog differs from the fake's mailbox: every
+    /// message once, in its folder, with the SHA-256 of its MIME; nothing else.
+    pub async fn catalog_mismatches(&self, account: &str, entity: &str, user: &str) -> Vec<String> {
+        use sha2::Digest;
+        let mailbox = self.fake.mailbox(user).expect("mailbox");
+        let path_of = |id: &str| {
+            let mut parts = Vec::new();
+            let mut at = mailbox.folders.iter().find(|f| f.id == id);
+            while let Some(f) = at {
+                parts.push(f.display_name.clone());
+                at = f
+                    .parent_id
+                    .as_ref()
+                    .and_then(|p| mailbox.folders.iter().find(|x| &x.id == p));
+            }
+            parts.reverse();
+            parts.join("/")
+        };
+        let view = self.repo(account).await.view(entity, None).await.expect("view");
+        let mut out = Vec::new();
+        for m in &mailbox.items {
+            match view.get(&m.id) {
+                None => out.push(format!("{} missing", m.id)),
+                Some(e) => {
+                    if e.sha256 != hex::encode(sha2::Sha256::digest(&m.mime)) {
+                        out.push(format!("{}: content differs", m.id));
+                    }
+                    if e.meta["folder"] != json!(path_of(&m.folder_id)) {
+                        out.push(format!(
+                            "{}: folder {} not {}",
+                            m.id,
+                            e.meta["folder"],
+                            path_of(&m.folder_id)
+                        ));
+                    }
+                }
+            }
+        }
+        for id in view.keys() {
+            if !mailbox.items.iter().any(|m| &m.id == id) {
+                out.push(format!("{id} is in the catalog but not in the mailbox"));
+            }
+        }
+        out
+    }
+}

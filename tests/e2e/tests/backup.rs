@@ -4,12 +4,9 @@
 //! are recorded without re-fetching content; an expired delta token resyncs
 //! without false additions.
 
-use base64::Engine;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use std::sync::Arc;
-use strata::repo::{KmsKeys, Repo, S3Store};
 use strata_e2e::{World, WorldOptions};
 
 fn eml_fixtures() -> Vec<Vec<u8>> {
@@ -26,54 +23,6 @@ fn eml_fixtures() -> Vec<Vec<u8>> {
         }
     }
     out
-}
-
-fn with_attachment(i: usize, attachment: &[u8]) -> Vec<u8> {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(attachment);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(76)
-        .map(|c| std::str::from_utf8(c).unwrap_or_default())
-        .collect();
-    format!(
-        "From: Finance <finance@contoso.test>\r\nTo: Adele <adele.vance@contoso.onmicrosoft.com>\r\nSubject: Report {i}\r\nDate: Thu, 5 Nov 2026 10:{:02}:00 +0000\r\nMessage-ID: <r{i}@contoso.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nReport {i} attached.\r\n--b\r\nContent-Type: application/pdf; name=\"report.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
-        i % 60,
-        lines.join("\r\n")
-    )
-    .into_bytes()
-}
-
-async fn repo(world: &World, account: &str) -> Repo {
-    let sdk = world.stack.sdk_config();
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
-    let store = Arc::new(S3Store::new(s3, world.stack.physical_id("DataBucket").expect("bucket")));
-    let keys = KmsKeys::new(
-        aws_sdk_kms::Client::new(&sdk),
-        world.stack.physical_id("DataKey").expect("key"),
-    );
-    Repo::open(store, &keys, account).await.expect("repo")
-}
-
-async fn back_up(world: &World, admin: &strata_e2e::Api, entity: &str) -> Value {
-    let (status, body) = admin
-        .post(&format!("/v1/entities/{entity}/backup"), json!({}))
-        .await
-        .expect("backup");
-    assert_eq!(status, 202, "{body}");
-    world.settle().await.expect("settle");
-    let (_, activity) = admin.get("/v1/activity?limit=1").await.expect("activity");
-    let last = activity["items"][0].clone();
-    assert_eq!(last["kind"], "backup", "{activity}");
-    last["details"]["run"].clone()
-}
-
-fn content_fetches(world: &World) -> usize {
-    world
-        .fake
-        .requests()
-        .iter()
-        .filter(|r| r.path.ends_with("/$value"))
-        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -94,7 +43,7 @@ async fn mailbox_backup_is_byte_exact_incremental_and_keeps_history() {
         sources.push(
             world
                 .fake
-                .add_message(adele, "Inbox", with_attachment(i, &attachment))
+                .add_message(adele, "Inbox", strata_e2e::mail_with_attachment(i, &attachment))
                 .expect("seed"),
         );
     }
@@ -118,13 +67,13 @@ async fn mailbox_backup_is_byte_exact_incremental_and_keeps_history() {
     let entity = admin.entity_id("mailbox", adele).await.expect("adele's mailbox");
 
     // First backup: every message, byte for byte.
-    let first = back_up(&world, &admin, &entity).await;
+    let first = world.back_up(&admin, &entity).await;
     assert_eq!(
         (first["status"].as_str(), first["added"].as_u64()),
         (Some("ok"), Some(sources.len() as u64)),
         "{first}"
     );
-    let repo = repo(&world, &account).await;
+    let repo = world.repo(&account).await;
     let index = repo.load_index().await.expect("index");
     let view = repo.view(&entity, None).await.expect("view");
     let mailbox = world.fake.mailbox(adele).expect("mailbox");
@@ -150,13 +99,13 @@ async fn mailbox_backup_is_byte_exact_incremental_and_keeps_history() {
 
     // Unchanged: no content fetched, no pack written.
     world.fake.clear_requests();
-    let unchanged = back_up(&world, &admin, &entity).await;
+    let unchanged = world.back_up(&admin, &entity).await;
     assert_eq!(
         (unchanged["added"].as_u64(), unchanged["stored_bytes"].as_u64()),
         (Some(0), Some(0)),
         "{unchanged}"
     );
-    assert_eq!(content_fetches(&world), 0);
+    assert_eq!(world.content_fetches(), 0);
     let folders = mailbox.folders.len();
     let deltas = world
         .fake
@@ -173,9 +122,9 @@ async fn mailbox_backup_is_byte_exact_incremental_and_keeps_history() {
     assert!(world.fake.delete_message(adele, &sources[0]));
     assert!(world.fake.move_message(adele, &sources[1], "Archive/2025"));
     assert!(world.fake.set_read(adele, &sources[2], true));
-    let changed = back_up(&world, &admin, &entity).await;
+    let changed = world.back_up(&admin, &entity).await;
     assert_eq!(
-        content_fetches(&world),
+        world.content_fetches(),
         0,
         "moves and read changes are metadata: {changed}"
     );
@@ -197,13 +146,13 @@ async fn mailbox_backup_is_byte_exact_incremental_and_keeps_history() {
         .add_message(adele, "Inbox", b"Subject: after the resync\r\n\r\nnew".to_vec())
         .expect("new");
     world.fake.clear_requests();
-    let resync = back_up(&world, &admin, &entity).await;
+    let resync = world.back_up(&admin, &entity).await;
     assert_eq!(
         (resync["added"].as_u64(), resync["deleted"].as_u64()),
         (Some(1), Some(0)),
         "{resync}"
     );
-    assert_eq!(content_fetches(&world), 1, "nothing stored twice");
+    assert_eq!(world.content_fetches(), 1, "nothing stored twice");
     assert!(
         world.fake.requests().iter().any(|r| r.status == 410),
         "the expired token was seen"
@@ -356,7 +305,7 @@ async fn a_failing_message_is_recorded_and_tried_again_next_run() {
             remaining: None,
         }],
     });
-    let first = back_up(&world, &admin, &entity).await;
+    let first = world.back_up(&admin, &entity).await;
     assert_eq!(
         (
             first["status"].as_str(),
@@ -375,14 +324,14 @@ async fn a_failing_message_is_recorded_and_tried_again_next_run() {
     // The source recovers: the next run fetches the message it missed, and only that one.
     world.fake.set_faults(fake_m365::Faults::default());
     world.fake.clear_requests();
-    let second = back_up(&world, &admin, &entity).await;
+    let second = world.back_up(&admin, &entity).await;
     assert_eq!(
         (second["status"].as_str(), second["added"].as_u64()),
         (Some("ok"), Some(1)),
         "{second}"
     );
-    assert_eq!(content_fetches(&world), 1);
-    let repo = repo(&world, &account).await;
+    assert_eq!(world.content_fetches(), 1);
+    let repo = world.repo(&account).await;
     let view = repo.view(&entity, None).await.expect("view");
     assert!(
         view.contains_key(&good) && view.contains_key(&bad),

@@ -3,12 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
-use strata::source::graph::Scope;
 use strata_e2e::{World, WorldOptions};
 
 const PASSWORD: &str = "correct horse battery staple";
-/// A request already on the wire when the 429 was answered may still arrive just after it.
-const IN_FLIGHT_GRACE: Duration = Duration::from_millis(50);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_users_under_throttling() {
@@ -71,24 +68,7 @@ async fn ten_thousand_users_under_throttling() {
         Some(throttled.len() as u64),
         "the client counted every 429"
     );
-    let mut violations = Vec::new();
-    for t in &throttled {
-        let retry_after = Duration::from_secs(u64::from(t.retry_after_secs.expect("429 carries Retry-After")));
-        let scope = Scope::of_path(&t.path);
-        let open_at = t.finished_at + chrono::Duration::from_std(retry_after).expect("duration");
-        let grace_end = t.finished_at + chrono::Duration::from_std(IN_FLIGHT_GRACE).expect("duration");
-        for r in log
-            .iter()
-            .filter(|r| Scope::of_path(&r.path) == scope && !r.path.ends_with("/token"))
-        {
-            if r.at > grace_end && r.at < open_at {
-                violations.push(format!(
-                    "{} {} at {} before {} (429 at {})",
-                    r.method, r.path, r.at, open_at, t.finished_at
-                ));
-            }
-        }
-    }
+    let violations = strata_e2e::retry_after_violations(&log);
     assert!(
         violations.is_empty(),
         "{} requests ignored a Retry-After: {:?}",
