@@ -131,7 +131,7 @@ async fn a_backup_killed_at_random_points_always_recovers() {
         for _ in 0..30 {
             message_no += 1;
             let attachment: Vec<u8> = (0..300_000).map(|_| rng.r#gen::<u8>()).collect();
-            let mime = if message_no % 3 == 0 {
+            let mime = if message_no.is_multiple_of(3) {
                 strata_e2e::plain_mail(message_no, 20_000)
             } else {
                 strata_e2e::mail_with_attachment(message_no, &attachment)
