@@ -8,7 +8,7 @@ CARGO ?= cargo
 # The Python tools, pinned to a major version (from PyPI, into .venv).
 PY_TOOLS := 'moto[server]>=5.1,<6' 'cfn-lint>=1.20,<2'
 
-.PHONY: demo test dev fire lint fmt clippy cfn-lint unit venv clean
+.PHONY: demo test bench dev fire lint fmt clippy cfn-lint unit venv clean
 
 $(VENV)/.installed: Makefile
 	@command -v python3 >/dev/null || { echo "python3 is needed (3.9+) to run the AWS emulator (moto)"; exit 1; }
@@ -36,6 +36,10 @@ cfn-lint: venv
 
 unit: venv
 	$(CARGO) test --workspace --quiet
+
+## bench: the backup benchmark through the local stack; one `name: value unit` per line (docs/BENCHMARKS.md)
+bench: venv
+	$(CARGO) run --quiet --profile bench -p strata-e2e --bin bench
 
 ## dev: the local stack with the API on 127.0.0.1:8787 and the schedules on their timetable
 dev: venv

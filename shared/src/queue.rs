@@ -11,6 +11,12 @@ pub struct QueueError(pub String);
 #[async_trait]
 pub trait Enqueue: Send + Sync {
     async fn send(&self, body: &serde_json::Value) -> Result<(), QueueError>;
+
+    /// Sends a message that becomes visible after `delay` (SQS allows up to 15 minutes).
+    async fn send_delayed(&self, body: &serde_json::Value, delay: std::time::Duration) -> Result<(), QueueError> {
+        let _ = delay;
+        self.send(body).await
+    }
 }
 
 pub struct SqsQueue {
@@ -34,6 +40,19 @@ impl Enqueue for SqsQueue {
             .send_message()
             .queue_url(&self.url)
             .message_body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| QueueError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+        Ok(())
+    }
+
+    async fn send_delayed(&self, body: &serde_json::Value, delay: std::time::Duration) -> Result<(), QueueError> {
+        let secs = i32::try_from(delay.as_secs().min(900)).unwrap_or(900);
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body.to_string())
+            .delay_seconds(secs)
             .send()
             .await
             .map_err(|e| QueueError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;

@@ -27,6 +27,8 @@ use tracing::{info, warn};
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
 /// Attempts at a message whose body breaks midway (statuses are the client's retries).
 const ITEM_ATTEMPTS: u32 = 3;
+/// How long a throttled backup waits before its continuation when no `Retry-After` was given.
+const THROTTLED_PAUSE: Duration = Duration::from_secs(60);
 
 /// A message of the backup queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,6 +183,9 @@ pub struct RunRecord {
     /// The cursor's save count after the run.
     #[serde(default)]
     pub cursor_seq: Option<u64>,
+    /// The source asked to wait (its request budget is spent): the continuation comes after this.
+    #[serde(default)]
+    pub resume_after_secs: Option<u64>,
 }
 
 /// Handles a batch under the invocation's deadline.
@@ -232,8 +237,14 @@ pub async fn backup(ctx: &Context, msg: &BackupMessage, budget: &Budget) -> Resu
         return Err(BackupError::Busy);
     }
     let mut result = run(ctx, msg, &entity.connection_id, &entity.source_id, budget).await;
-    if let Err(e) = &result {
-        record_failure(ctx, msg, &entity.connection_id, e).await;
+    let mut deferred = None;
+    match &result {
+        // Throttled before any work (the folder listing): nothing to commit; the same backup comes back after the wait.
+        Err(BackupError::Source(SourceError::Throttled { retry_after, .. })) => {
+            deferred = Some(retry_after.unwrap_or(THROTTLED_PAUSE));
+        }
+        Err(e) => record_failure(ctx, msg, &entity.connection_id, e).await,
+        Ok(_) => {}
     }
     ctx.state.finish_request(&msg.account_id, &lease, false).await?;
     // The continuation is sent once the entity is free; if it cannot be, this
@@ -247,12 +258,32 @@ pub async fn backup(ctx: &Context, msg: &BackupMessage, budget: &Budget) -> Resu
             // Named by the cursor it goes on from: a redelivery asks for the same continuation.
             request_id: format!("cont-{}-{seq}", msg.entity_id),
         };
-        if let Err(e) = queue
-            .send(&serde_json::to_value(&continuation).unwrap_or_default())
-            .await
-        {
+        let body = serde_json::to_value(&continuation).unwrap_or_default();
+        let sent = match record.resume_after_secs {
+            Some(secs) => queue.send_delayed(&body, Duration::from_secs(secs)).await,
+            None => queue.send(&body).await,
+        };
+        if let Err(e) = sent {
             result = Err(BackupError::Continuation(e.to_string()));
         }
+    }
+    if let (Some(wait), Some(queue)) = (deferred, &ctx.backup_queue) {
+        let again = BackupMessage {
+            request_id: format!("{}-w", msg.request_id),
+            ..msg.clone()
+        };
+        info!(entity = %msg.entity_id, wait_secs = wait.as_secs(), "throttled before any work; deferred");
+        match queue
+            .send_delayed(&serde_json::to_value(&again).unwrap_or_default(), wait)
+            .await
+        {
+            Ok(()) => result = Ok(RunRecord::default()),
+            Err(e) => result = Err(BackupError::Continuation(e.to_string())),
+        }
+        ctx.state
+            .finish_request(&msg.account_id, &msg.request_id, result.is_ok())
+            .await?;
+        return result.map(|_| None);
     }
     let done = result.as_ref().map_or_else(|e| !e.is_retryable(), |_| true);
     ctx.state.finish_request(&msg.account_id, &msg.request_id, done).await?;
@@ -294,7 +325,12 @@ async fn run(
         .connection(&msg.account_id, connection)
         .await?
         .ok_or(StateError::NotFound("connection"))?;
-    let graph = graph_client(&ctx.http, ctx.sealer.as_ref(), &connection, RetryPolicy::default()).await?;
+    // Waits longer than this end the invocation: it commits and its continuation comes back after the wait.
+    let policy = RetryPolicy {
+        max_retry_after: Duration::from_secs(30),
+        ..RetryPolicy::default()
+    };
+    let graph = graph_client(&ctx.http, ctx.sealer.as_ref(), &connection, policy).await?;
     let repo = Repo::open(ctx.repo_store.clone(), ctx.repo_keys.as_ref(), msg.account_id.as_str()).await?;
     let previous: Cursor = match ctx.state.cursor(&msg.account_id, &msg.entity_id).await? {
         Some(doc) => serde_json::from_value(doc).unwrap_or_default(),
@@ -321,6 +357,8 @@ async fn run(
     // Messages handled in this invocation (a message can show up twice in a delta).
     let mut touched: HashSet<String> = HashSet::new();
     let mut out_of_time = false;
+    // The mailbox's request budget is spent (a long Retry-After): go on after it.
+    let mut resume_after: Option<Duration> = None;
     // Every invocation finishes at least one page, however short its budget:
     // a continuation always moves the pass forward.
     let mut pages = 0u32;
@@ -351,6 +389,12 @@ async fn run(
                     link = start.clone();
                     enumerating = true;
                     continue;
+                }
+                Err(SourceError::Throttled { retry_after, .. }) => {
+                    resume_after = Some(retry_after.unwrap_or(THROTTLED_PAUSE));
+                    pass.folders.insert(folder.id.clone(), FolderPass { link, done: false });
+                    out_of_time = true;
+                    break 'folders;
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -383,11 +427,21 @@ async fn run(
                         } else {
                             Change::Added
                         };
-                        if let Err(f) = fetch_and_store(&graph, &mut writer, user, &id, change, meta).await? {
-                            exceptions.push(
-                                json!({"item": id, "folder": folder.path, "error": f.reason, "attempts": f.attempts}),
-                            );
-                            pass.failed.insert(id.clone(), folder.id.clone());
+                        match fetch_and_store(&graph, &mut writer, user, &id, change, meta).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(f)) => {
+                                exceptions.push(
+                                    json!({"item": id, "folder": folder.path, "error": f.reason, "attempts": f.attempts}),
+                                );
+                                pass.failed.insert(id.clone(), folder.id.clone());
+                            }
+                            // The mailbox's request budget is spent: commit, and go on after the wait.
+                            Err(BackupError::Source(SourceError::Throttled { retry_after, .. })) => {
+                                resume_after = Some(retry_after.unwrap_or(THROTTLED_PAUSE));
+                                stopped = true;
+                                break;
+                            }
+                            Err(e) => return Err(e),
                         }
                     }
                 }
@@ -452,7 +506,16 @@ async fn run(
             } else {
                 Change::Added
             };
-            match fetch_and_store(&graph, &mut writer, user, id, change, meta).await? {
+            let outcome = match fetch_and_store(&graph, &mut writer, user, id, change, meta).await {
+                // Throttled at the very end: it stays on the retry list.
+                Err(BackupError::Source(e @ SourceError::Throttled { .. })) => Err(ItemFailure {
+                    reason: e.to_string(),
+                    attempts: 1,
+                    vanished: false,
+                }),
+                other => other?,
+            };
+            match outcome {
                 Ok(()) => {}
                 // A message that vanished meanwhile is no failure.
                 Err(f) if f.vanished => continue,
@@ -547,6 +610,7 @@ async fn run(
         exceptions,
         snapshot: Some(snapshot_key),
         cursor_seq: Some(next.seq),
+        resume_after_secs: resume_after.map(|d| d.as_secs().max(1)),
     };
     let activity = Activity {
         id: ActivityId::random(),
@@ -606,7 +670,9 @@ async fn fetch_and_store(
                     vanished: true,
                 }));
             }
-            Err(e @ (SourceError::Auth { .. } | SourceError::Resync)) => return Err(e.into()),
+            Err(e @ (SourceError::Auth { .. } | SourceError::Resync | SourceError::Throttled { .. })) => {
+                return Err(e.into());
+            }
             Err(e) => {
                 return Ok(Err(ItemFailure {
                     reason: e.to_string(),

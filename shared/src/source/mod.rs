@@ -20,8 +20,13 @@ pub enum SourceError {
     NotFound { code: String, message: String },
     #[error("request refused ({status}): {code}: {message}")]
     Api { status: u16, code: String, message: String },
+    /// Throttled too often, or told to wait longer than the client waits in place.
     #[error("still throttled after {attempts} attempts")]
-    Throttled { attempts: u32 },
+    Throttled {
+        attempts: u32,
+        /// The last `Retry-After`, if the service gave one.
+        retry_after: Option<std::time::Duration>,
+    },
     #[error("service unavailable: {0}")]
     Unavailable(String),
     #[error("unexpected response: {0}")]

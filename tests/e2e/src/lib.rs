@@ -408,6 +408,18 @@ impl World {
 
 impl Api {
     /// The id of the entity of `kind` whose address is `address`.
+    /// Every backup run record of an entity, oldest first.
+    pub async fn backup_runs(&self, entity: &str) -> Vec<Value> {
+        let (status, body) = self
+            .get(&format!("/v1/activity?kind=backup&entity_id={entity}&limit=500"))
+            .await
+            .expect("activity");
+        assert_eq!(status, 200, "{body}");
+        let mut items: Vec<Value> = body["items"].as_array().cloned().unwrap_or_default();
+        items.reverse();
+        items.into_iter().map(|a| a["details"]["run"].clone()).collect()
+    }
+
     pub async fn entity_id(&self, kind: &str, address: &str) -> Result<String> {
         let entities = self.all_entities(&format!("&kind={kind}")).await?;
         let entity = entities

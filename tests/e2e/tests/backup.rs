@@ -339,3 +339,105 @@ async fn a_failing_message_is_recorded_and_tried_again_next_run() {
     );
     world.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn odd_messages_are_kept_byte_for_byte_and_broken_reads_do_not_fail_the_run() {
+    let world = World::start(WorldOptions::new(fake_m365::Tenant::small_demo()))
+        .await
+        .expect("world");
+    let adele = "adele.vance@contoso.onmicrosoft.com";
+    let mut binary: Vec<u8> = (0..70_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    binary.extend_from_slice(b"\0\xff\xfe not UTF-8");
+    let odd: Vec<Vec<u8>> = vec![
+        Vec::new(),                                                           // 0 bytes
+        binary,                                                               // not MIME at all, not UTF-8
+        b"no headers, no blank line, just text".to_vec(),                     // malformed MIME
+        format!("Subject: {}\r\n\r\nbody", "x".repeat(100_000)).into_bytes(), // a 100 KB header line
+        b"Subject: =?utf-8?B?broken encoded word\r\nContent-Type: multipart/mixed; boundary=\"never\"\r\n\r\nno parts"
+            .to_vec(),
+    ];
+    for mime in &odd {
+        world.fake.add_message(adele, "Inbox", mime.clone()).expect("seed");
+    }
+    let truncated = world
+        .fake
+        .add_message(adele, "Inbox", strata_e2e::plain_mail(1, 200_000))
+        .expect("seed");
+    let missing = world
+        .fake
+        .add_message(adele, "Inbox", strata_e2e::plain_mail(2, 5_000))
+        .expect("seed");
+    let onboarded = world.onboard().await.expect("onboard");
+    let (admin, account) = (onboarded.admin, onboarded.account_id);
+    admin
+        .post("/v1/entities/activate-all", json!({}))
+        .await
+        .expect("activate");
+    let entity = admin.entity_id("mailbox", adele).await.expect("adele");
+
+    // One body breaks midway twice (then arrives whole); one message answers 404 every time.
+    world.fake.set_faults(fake_m365::Faults {
+        rules: vec![
+            fake_m365::FaultRule {
+                path_contains: Some(format!("{truncated}/$value")),
+                kind: fake_m365::FaultKind::Truncate,
+                probability: 1.0,
+                remaining: Some(2),
+            },
+            fake_m365::FaultRule {
+                path_contains: Some(format!("{missing}/$value")),
+                kind: fake_m365::FaultKind::Status {
+                    status: 404,
+                    retry_after_secs: None,
+                },
+                probability: 1.0,
+                remaining: None,
+            },
+        ],
+    });
+    let first = world.back_up(&admin, &entity).await;
+    assert_eq!(
+        (
+            first["status"].as_str(),
+            first["added"].as_u64(),
+            first["failed"].as_u64()
+        ),
+        (Some("partial"), Some(odd.len() as u64 + 1), Some(1)),
+        "{first}"
+    );
+    assert_eq!(first["exceptions"][0]["item"], missing.as_str(), "{first}");
+    let view = world.repo(&account).await.view(&entity, None).await.expect("view");
+    assert!(
+        view.contains_key(&truncated),
+        "the broken body was fetched again and stored"
+    );
+    assert!(!view.contains_key(&missing));
+
+    // Next run: the 404 is gone; everything is in the catalog, byte for byte.
+    world.fake.set_faults(fake_m365::Faults::default());
+    let second = world.back_up(&admin, &entity).await;
+    assert_eq!(
+        (second["status"].as_str(), second["added"].as_u64()),
+        (Some("ok"), Some(1)),
+        "{second}"
+    );
+    let mismatches = world.catalog_mismatches(&account, &entity, adele).await;
+    assert!(mismatches.is_empty(), "{mismatches:?}");
+    let repo = world.repo(&account).await;
+    let index = repo.load_index().await.expect("index");
+    let view = repo.view(&entity, None).await.expect("view");
+    let mut read_back: Vec<Vec<u8>> = Vec::new();
+    for entry in view.values() {
+        read_back.push(repo.read(entry, &index).await.expect("read"));
+    }
+    for mime in &odd {
+        assert!(
+            read_back.contains(mime),
+            "a message of {} bytes reads back whole",
+            mime.len()
+        );
+    }
+    world.stop().await;
+}

@@ -3,7 +3,7 @@
 //! throttling limits, and one attachment sent to fifty mailboxes.
 
 use rand::{Rng, SeedableRng};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use strata::model::{AccountId, EntityId};
@@ -11,18 +11,6 @@ use strata::ops::backup::{BackupMessage, Budget, backup};
 use strata_e2e::{World, WorldOptions};
 
 const ADELE: &str = "adele.vance@contoso.onmicrosoft.com";
-
-/// Every backup run of an entity, oldest first.
-async fn runs(admin: &strata_e2e::Api, entity: &str) -> Vec<Value> {
-    let (status, body) = admin
-        .get(&format!("/v1/activity?kind=backup&entity_id={entity}&limit=500"))
-        .await
-        .expect("activity");
-    assert_eq!(status, 200, "{body}");
-    let mut items: Vec<Value> = body["items"].as_array().cloned().unwrap_or_default();
-    items.reverse();
-    items.into_iter().map(|a| a["details"]["run"].clone()).collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_large_first_backup_spans_invocations_and_fetches_nothing_twice() {
@@ -48,7 +36,7 @@ async fn a_large_first_backup_spans_invocations_and_fetches_nothing_twice() {
 
     let started = Instant::now();
     world.back_up(&admin, &entity).await;
-    let runs = runs(&admin, &entity).await;
+    let runs = admin.backup_runs(&entity).await;
     println!(
         "5,000 messages in {} invocations, {:.1} s",
         runs.len(),
@@ -307,7 +295,7 @@ async fn backup_keeps_to_the_mailbox_limits_and_retry_after() {
             "{user}: {:?}",
             &mismatches[..mismatches.len().min(5)]
         );
-        let runs = runs(&admin, &entity).await;
+        let runs = admin.backup_runs(&entity).await;
         assert_eq!(runs.len(), 1, "{runs:?}");
         assert_eq!(
             (runs[0]["status"].as_str(), runs[0]["failed"].as_u64()),
@@ -385,6 +373,85 @@ async fn one_attachment_sent_to_fifty_mailboxes_is_stored_once() {
     assert!(
         (in_bucket as u64) < 8 * 1024 * 1024,
         "about one compressed copy is stored, not fifty: {in_bucket} bytes"
+    );
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_spent_mailbox_budget_ends_the_run_and_the_continuation_waits_for_it() {
+    // Graph's 10,000 requests per 10 minutes per mailbox, with the window
+    // scaled to 60 s: a first backup of 10,050 messages needs more than one window.
+    let mut opts = WorldOptions::new(fake_m365::Tenant::small_demo());
+    opts.fake.time_scale = 0.1;
+    let world = World::start(opts).await.expect("world");
+    for i in 0..10_050 {
+        world
+            .fake
+            .add_message(
+                ADELE,
+                if i % 2 == 0 { "Inbox" } else { "Archive" },
+                format!("Subject: {i}\r\n\r\n{i}").into_bytes(),
+            )
+            .expect("seed");
+    }
+    let onboarded = world.onboard().await.expect("onboard");
+    let (admin, account) = (onboarded.admin, onboarded.account_id);
+    admin
+        .post("/v1/entities/activate-all", json!({}))
+        .await
+        .expect("activate");
+    let entity = admin.entity_id("mailbox", ADELE).await.expect("adele");
+    world.fake.clear_requests();
+    let (status, body) = admin
+        .post(&format!("/v1/entities/{entity}/backup"), json!({}))
+        .await
+        .expect("backup");
+    assert_eq!(status, 202, "{body}");
+    world.settle().await.expect("settle");
+
+    let runs = admin.backup_runs(&entity).await;
+    for r in &runs {
+        println!(
+            "run: {} added, continues {}, resume after {}, {} requests",
+            r["added"], r["continues"], r["resume_after_secs"], r["requests"]
+        );
+    }
+    let (last, earlier) = runs.split_last().expect("runs");
+    assert!(!earlier.is_empty(), "the budget ended the first run: {runs:?}");
+    assert!(
+        earlier
+            .iter()
+            .all(|r| r["continues"] == true && r["resume_after_secs"].as_u64() > Some(0)),
+        "{earlier:?}"
+    );
+    assert_eq!(
+        (last["status"].as_str(), last["continues"].as_bool()),
+        (Some("ok"), Some(false)),
+        "{last}"
+    );
+    let log = world.fake.requests();
+    let refused = log.iter().filter(|r| r.status == 429).count();
+    assert!(refused >= 1, "the budget was met");
+    assert!(
+        refused <= 3,
+        "the backup stopped asking once refused ({refused} refusals)"
+    );
+    assert!(strata_e2e::retry_after_violations(&log).is_empty());
+    let mut fetched: HashMap<&str, usize> = HashMap::new();
+    for r in log.iter().filter(|r| r.path.ends_with("/$value") && r.status == 200) {
+        *fetched.entry(r.path.as_str()).or_default() += 1;
+    }
+    assert_eq!(fetched.len(), 10_050);
+    assert!(fetched.values().all(|n| *n == 1), "no content fetched twice");
+    let mismatches = world.catalog_mismatches(&account, &entity, ADELE).await;
+    assert!(mismatches.is_empty(), "{:?}", &mismatches[..mismatches.len().min(5)]);
+    println!(
+        "10,050 messages: {} runs, {refused} refusals, resumed after {:?} s",
+        runs.len(),
+        earlier
+            .iter()
+            .map(|r| r["resume_after_secs"].clone())
+            .collect::<Vec<_>>()
     );
     world.stop().await;
 }

@@ -300,6 +300,7 @@ impl GraphClient {
                     if throttled_attempts >= self.policy.max_throttled_attempts || wait > self.policy.max_retry_after {
                         return Err(SourceError::Throttled {
                             attempts: throttled_attempts,
+                            retry_after,
                         });
                     }
                     debug!(?scope, wait_ms = wait.as_millis() as u64, "throttled");
