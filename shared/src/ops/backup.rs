@@ -390,6 +390,8 @@ async fn run(
                     enumerating = true;
                     continue;
                 }
+                // Deleted since the listing: its messages are gone with it (seen nowhere, deleted at the end).
+                Err(SourceError::NotFound { .. }) => continue 'folders,
                 Err(SourceError::Throttled { retry_after, .. }) => {
                     resume_after = Some(retry_after.unwrap_or(THROTTLED_PAUSE));
                     pass.folders.insert(folder.id.clone(), FolderPass { link, done: false });

@@ -441,3 +441,61 @@ async fn odd_messages_are_kept_byte_for_byte_and_broken_reads_do_not_fail_the_ru
     }
     world.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn renamed_and_deleted_folders_are_followed_without_fetching_content() {
+    let world = World::start(WorldOptions::new(fake_m365::Tenant::small_demo()))
+        .await
+        .expect("world");
+    let adele = "adele.vance@contoso.onmicrosoft.com";
+    let mut n = 0;
+    for (folder, count) in [("Projects/Alpha", 3), ("Projects/Beta", 2), ("Old", 2), ("Inbox", 1)] {
+        for _ in 0..count {
+            n += 1;
+            world
+                .fake
+                .add_message(adele, folder, strata_e2e::plain_mail(n, 2_000))
+                .expect("seed");
+        }
+    }
+    let onboarded = world.onboard().await.expect("onboard");
+    let (admin, account) = (onboarded.admin, onboarded.account_id);
+    admin
+        .post("/v1/entities/activate-all", json!({}))
+        .await
+        .expect("activate");
+    let entity = admin.entity_id("mailbox", adele).await.expect("adele");
+    let first = world.back_up(&admin, &entity).await;
+    assert_eq!(first["added"], 8, "{first}");
+    let first_snapshot = first["snapshot"].as_str().expect("snapshot").to_string();
+
+    assert!(world.fake.rename_folder(adele, "Projects", "Programmes"));
+    assert!(world.fake.delete_folder(adele, "Old"));
+    world.fake.clear_requests();
+    let second = world.back_up(&admin, &entity).await;
+    assert_eq!(
+        (
+            second["added"].as_u64(),
+            second["updated"].as_u64(),
+            second["deleted"].as_u64()
+        ),
+        (Some(0), Some(5), Some(2)),
+        "five messages under a renamed folder, two in a deleted one: {second}"
+    );
+    assert_eq!(world.content_fetches(), 0, "no content fetched");
+    let mismatches = world.catalog_mismatches(&account, &entity, adele).await;
+    assert!(mismatches.is_empty(), "{mismatches:?}");
+    let repo = world.repo(&account).await;
+    let view = repo.view(&entity, None).await.expect("view");
+    assert!(
+        view.values().any(|e| e.meta["folder"] == "Programmes/Alpha"),
+        "paths follow the rename"
+    );
+    let before = repo.view(&entity, Some(&first_snapshot)).await.expect("view");
+    assert_eq!(
+        before.values().filter(|e| e.meta["folder"] == "Old").count(),
+        2,
+        "the earlier snapshot still holds the deleted folder's messages"
+    );
+    world.stop().await;
+}

@@ -186,6 +186,13 @@ impl FakeM365 {
     pub fn move_message(&self, user: &str, id: &str, folder_path: &str) -> bool {
         self.with_mailbox(user, |m| m.move_to(id, folder_path)).unwrap_or(false)
     }
+    pub fn rename_folder(&self, user: &str, path: &str, new_name: &str) -> bool {
+        self.with_mailbox(user, |m| m.rename_folder(path, new_name))
+            .unwrap_or(false)
+    }
+    pub fn delete_folder(&self, user: &str, path: &str) -> bool {
+        self.with_mailbox(user, |m| m.delete_folder(path)).unwrap_or(false)
+    }
     pub fn set_read(&self, user: &str, id: &str, read: bool) -> bool {
         self.with_mailbox(user, |m| m.set_read(id, read)).unwrap_or(false)
     }

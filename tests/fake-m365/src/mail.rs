@@ -183,6 +183,60 @@ impl Mailbox {
         true
     }
 
+    /// Renames the folder at `path` (its id and its messages' stay).
+    pub fn rename_folder(&mut self, path: &str, new_name: &str) -> bool {
+        let Some(id) = self.find_folder(path) else {
+            return false;
+        };
+        self.bump();
+        match self.folders.iter_mut().find(|f| f.id == id) {
+            Some(f) => {
+                f.display_name = new_name.to_string();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Deletes the folder at `path` for good, with its subfolders and their messages
+    /// (as emptying it from Deleted Items does): it leaves the folder listing,
+    /// and its delta links answer 404.
+    pub fn delete_folder(&mut self, path: &str) -> bool {
+        let Some(id) = self.find_folder(path) else {
+            return false;
+        };
+        let mut doomed = vec![id];
+        let mut i = 0;
+        while i < doomed.len() {
+            let parent = doomed[i].clone();
+            doomed.extend(
+                self.folders
+                    .iter()
+                    .filter(|f| f.parent_id.as_deref() == Some(parent.as_str()))
+                    .map(|f| f.id.clone()),
+            );
+            i += 1;
+        }
+        self.bump();
+        self.folders.retain(|f| !doomed.contains(&f.id));
+        self.items.retain(|m| !doomed.contains(&m.folder_id));
+        true
+    }
+
+    fn find_folder(&self, path: &str) -> Option<String> {
+        let mut parent: Option<String> = None;
+        for name in path.split('/').filter(|s| !s.is_empty()) {
+            parent = Some(
+                self.folders
+                    .iter()
+                    .find(|f| f.parent_id == parent && f.display_name == name)?
+                    .id
+                    .clone(),
+            );
+        }
+        parent
+    }
+
     /// Forgets every sync state issued so far: their next delta answers `syncStateNotFound`.
     pub fn expire_sync_states(&mut self) {
         self.oldest_sync_state = self.bump();
