@@ -114,6 +114,37 @@ async fn mailbox_backup_is_byte_exact_incremental_and_keeps_history() {
         .filter(|r| r.path.ends_with("/messages/delta"))
         .count();
     assert_eq!(deltas, folders, "one delta request per folder");
+    let listing = world
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/mailFolders") && !r.path.ends_with("/messages/delta"))
+        .count();
+    assert_eq!(
+        world
+            .fake
+            .requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/v1.0/"))
+            .count(),
+        folders + listing,
+        "an unchanged mailbox costs its folder listing and one delta per folder (and a token)"
+    );
+
+    // Ten new messages: ten content fetches.
+    for i in 0..10 {
+        world
+            .fake
+            .add_message(adele, "Inbox", strata_e2e::plain_mail(900 + i, 4_000))
+            .expect("seed");
+    }
+    world.fake.clear_requests();
+    let ten = world.back_up(&admin, &entity).await;
+    assert_eq!(
+        (ten["added"].as_u64(), world.content_fetches()),
+        (Some(10), 10),
+        "{ten}"
+    );
 
     // Deleted, moved, read: recorded without fetching content; history kept.
     let (snapshots_before, _) = (repo.snapshots(&entity).await.expect("snapshots"), ());
