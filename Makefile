@@ -69,7 +69,8 @@ unit: venv
 
 ## bench: the backup benchmark through the local stack; one `name: value unit` per line (docs/BENCHMARKS.md)
 bench: venv
-	$(CARGO) run --quiet --profile bench -p strata-e2e --bin bench
+	$(CARGO) build --quiet --release -p api -p discovery -p backup
+	STRATA_BIN_DIR=target/release $(CARGO) run --quiet --profile bench -p strata-e2e --bin bench
 
 ## dev: the local stack with the API on 127.0.0.1:8787 and the schedules on their timetable
 dev: venv

@@ -3,6 +3,8 @@
 //! the HTTP API), and a small HTTP client of the API. Every test starts its
 //! own world on its own loopback ports, so tests run in parallel.
 
+pub mod coldstart;
+
 use anyhow::{Context as _, Result, bail};
 use fake_m365::{FakeM365, Options, Tenant};
 use serde_json::{Value, json};

@@ -334,6 +334,60 @@ async fn main() -> Result<()> {
         huge.sum("stored_bytes") / huge.sum("logical_bytes").max(1.0),
         "ratio",
     );
+    functions(&world).await?;
     world.stop().await;
+    Ok(())
+}
+
+/// Sizes of the function binaries and their cold starts (5 each, the median).
+async fn functions(world: &World) -> Result<()> {
+    let dir = std::path::PathBuf::from(std::env::var("STRATA_BIN_DIR").unwrap_or_else(|_| "target/release".into()));
+    for (name, logical) in [
+        ("api", "ApiFunction"),
+        ("discovery", "DiscoveryFunction"),
+        ("backup", "BackupFunction"),
+    ] {
+        let packaged = std::path::Path::new(".aws-sam/build").join(logical).join("bootstrap");
+        if let Ok(meta) = std::fs::metadata(&packaged) {
+            figure(&format!("packaged_bootstrap_{name}"), meta.len() as f64 / 1e6, "MB");
+        }
+        let binary = dir.join(name);
+        let Ok(meta) = std::fs::metadata(&binary) else {
+            eprintln!("bench: {} is not built; `make bench` builds it", binary.display());
+            continue;
+        };
+        figure(&format!("release_binary_{name}"), meta.len() as f64 / 1e6, "MB");
+        let mut env = world.stack.function_env(logical)?;
+        env.extend(strata_local::wire::local_overrides());
+        let sqs = |body: Value| {
+            json!({"Records": [{"messageId": "cold-1", "receiptHandle": "r", "body": body.to_string(),
+                "attributes": {}, "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q", "awsRegion": "us-east-1"}]})
+        };
+        let event = match name {
+            "api" => json!({
+                "version": "2.0", "routeKey": "$default", "rawPath": "/v1/health", "rawQueryString": "",
+                "headers": {"host": "bench.local"}, "isBase64Encoded": false,
+                "requestContext": {"accountId": "123456789012", "apiId": "bench", "domainName": "bench.local",
+                    "domainPrefix": "bench", "requestId": "cold-1", "routeKey": "$default", "stage": "$default",
+                    "time": "25/Nov/2026:00:00:00 +0000", "timeEpoch": 1_795_564_800_000_i64,
+                    "http": {"method": "GET", "path": "/v1/health", "protocol": "HTTP/1.1",
+                        "sourceIp": "127.0.0.1", "userAgent": "bench"}}
+            }),
+            // Requests for things that do not exist: each reads the table once and is done.
+            "discovery" => sqs(
+                json!({"type": "connection", "account_id": "acct_bench", "connection_id": "conn_bench",
+                "request_id": "cold", "backup": false}),
+            ),
+            _ => sqs(json!({"account_id": "acct_bench", "entity_id": "ent_bench", "request_id": "cold"})),
+        };
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let (took, _) = strata_e2e::coldstart::cold_start(&binary, &env, event.clone()).await?;
+            times.push(took.as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        figure(&format!("cold_start_{name}"), times[2], "ms");
+    }
     Ok(())
 }
