@@ -339,24 +339,27 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// Sizes of the function binaries and their cold starts (5 each, the median).
+/// The packaged bootstraps (`make package`): their sizes, and their cold
+/// starts when they are built for this machine's CPU (5 each, the median).
 async fn functions(world: &World) -> Result<()> {
-    let dir = std::path::PathBuf::from(std::env::var("STRATA_BIN_DIR").unwrap_or_else(|_| "target/release".into()));
-    for (name, logical) in [
-        ("api", "ApiFunction"),
-        ("discovery", "DiscoveryFunction"),
-        ("backup", "BackupFunction"),
-    ] {
-        let packaged = std::path::Path::new(".aws-sam/build").join(logical).join("bootstrap");
-        if let Ok(meta) = std::fs::metadata(&packaged) {
-            figure(&format!("packaged_bootstrap_{name}"), meta.len() as f64 / 1e6, "MB");
-        }
-        let binary = dir.join(name);
-        let Ok(meta) = std::fs::metadata(&binary) else {
-            eprintln!("bench: {} is not built; `make bench` builds it", binary.display());
+    let host = if cfg!(target_arch = "aarch64") { "arm64" } else { "x86_64" };
+    for (name, logical) in [("api", "ApiFunction"), ("discovery", "DiscoveryFunction"), ("backup", "BackupFunction")] {
+        let binary = std::path::Path::new(".aws-sam/build").join(logical).join("bootstrap");
+        let Ok(bytes) = std::fs::read(&binary) else {
+            eprintln!("bench: {} is missing: run `make package` first", binary.display());
             continue;
         };
-        figure(&format!("release_binary_{name}"), meta.len() as f64 / 1e6, "MB");
+        // ELF e_machine: 0x3e x86_64, 0xb7 aarch64.
+        let arch = match bytes.get(18) {
+            Some(0x3e) => "x86_64",
+            Some(0xb7) => "arm64",
+            _ => "unknown",
+        };
+        figure(&format!("bootstrap_size_{name}_{arch}"), bytes.len() as f64 / 1e6, "MB");
+        if arch != host {
+            eprintln!("bench: {name} is built for {arch}; cold starts are measured on {host} builds");
+            continue;
+        }
         let mut env = world.stack.function_env(logical)?;
         env.extend(strata_local::wire::local_overrides());
         let sqs = |body: Value| {
