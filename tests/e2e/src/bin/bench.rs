@@ -342,8 +342,16 @@ async fn main() -> Result<()> {
 /// The packaged bootstraps (`make package`): their sizes, and their cold
 /// starts when they are built for this machine's CPU (5 each, the median).
 async fn functions(world: &World) -> Result<()> {
-    let host = if cfg!(target_arch = "aarch64") { "arm64" } else { "x86_64" };
-    for (name, logical) in [("api", "ApiFunction"), ("discovery", "DiscoveryFunction"), ("backup", "BackupFunction")] {
+    let host = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "x86_64"
+    };
+    for (name, logical) in [
+        ("api", "ApiFunction"),
+        ("discovery", "DiscoveryFunction"),
+        ("backup", "BackupFunction"),
+    ] {
         let binary = std::path::Path::new(".aws-sam/build").join(logical).join("bootstrap");
         let Ok(bytes) = std::fs::read(&binary) else {
             eprintln!("bench: {} is missing: run `make package` first", binary.display());
