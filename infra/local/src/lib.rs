@@ -94,18 +94,20 @@ pub struct StackState {
 }
 
 impl StackState {
-    pub fn resolver(&self) -> template::Resolver<'_> {
+    /// Resolves the template's values against this provisioned stack.
+    pub fn resolver<'a>(&'a self, template: &'a Template) -> template::Resolver<'a> {
         template::Resolver {
             stack_name: &self.stack_name,
             parameters: &self.parameters,
             physical: &self.physical,
+            conditions: &template.conditions,
         }
     }
 
     /// A function's environment as Lambda would give it: the template's
     /// `Globals` and own variables resolved, plus the endpoint and region.
     pub fn function_env(&self, template: &Template, function: &str) -> Result<BTreeMap<String, String>> {
-        let mut env = template.function_env(function, &self.resolver())?;
+        let mut env = template.function_env(function, &self.resolver(template))?;
         env.insert("AWS_ENDPOINT_URL".into(), self.endpoint.clone());
         env.insert("AWS_REGION".into(), template::REGION.into());
         Ok(env)

@@ -101,6 +101,8 @@ const PROPERTIES: &[(&str, &[&str], &[&str])] = &[
             "VersioningConfiguration",
             "OwnershipControls",
             "LifecycleConfiguration",
+            "ObjectLockEnabled",
+            "ObjectLockConfiguration",
             "Tags",
         ],
         // Access logs, notifications and replication need other accounts or services.
@@ -304,6 +306,7 @@ pub async fn provision(
                 stack_name: stack,
                 parameters,
                 physical: &physical,
+                conditions: &template.conditions,
             };
             let resolved = if PROVISIONED.contains(&r.kind.as_str()) {
                 resolver.resolve(&r.properties)
@@ -803,10 +806,45 @@ async fn create_bucket(clients: &Clients, stack: &str, r: &Resource, props: &Val
     let s3 = &clients.s3;
     let p = |name: &str| props.get(name);
     let name = text(p("BucketName")).unwrap_or_else(|| physical_name(stack, &r.logical_id, &r.kind));
-    match s3.create_bucket().bucket(&name).send().await {
+    let object_lock = flag(p("ObjectLockEnabled")).unwrap_or(false);
+    match s3
+        .create_bucket()
+        .bucket(&name)
+        .object_lock_enabled_for_bucket(object_lock)
+        .send()
+        .await
+    {
         Ok(_) => {}
         Err(e) if code(&e) == "BucketAlreadyOwnedByYou" => {}
         Err(e) => return Err(sdk_err(format!("s3 create-bucket {name}"))(e)),
+    }
+    if let Some(retention) = p("ObjectLockConfiguration")
+        .and_then(|c| c.get("Rule"))
+        .and_then(|r| r.get("DefaultRetention"))
+    {
+        let mode = text(retention.get("Mode")).context("ObjectLockConfiguration DefaultRetention Mode")?;
+        let mut default = s3t::DefaultRetention::builder().mode(mode.as_str().into());
+        if let Some(days) = int(retention.get("Days"))? {
+            default = default.days(days as i32);
+        }
+        if let Some(years) = int(retention.get("Years"))? {
+            default = default.years(years as i32);
+        }
+        s3.put_object_lock_configuration()
+            .bucket(&name)
+            .object_lock_configuration(
+                s3t::ObjectLockConfiguration::builder()
+                    .object_lock_enabled(s3t::ObjectLockEnabled::Enabled)
+                    .rule(
+                        s3t::ObjectLockRule::builder()
+                            .default_retention(default.build())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(sdk_err(format!("s3 put-object-lock-configuration {name}")))?;
     }
     if let Some(block) = p("PublicAccessBlockConfiguration") {
         let f = |k: &str| flag(block.get(k));

@@ -28,7 +28,7 @@ pub struct Schedule {
 
 /// The template's schedules, resolved against a provisioned stack.
 pub fn schedules(template: &Template, state: &StackState) -> Result<Vec<Schedule>> {
-    let resolver = state.resolver();
+    let resolver = state.resolver(template);
     let mut out = Vec::new();
     for r in template.of_kind("AWS::Scheduler::Schedule") {
         let id = &r.logical_id;

@@ -5,9 +5,11 @@
 //! Supported: `Ref` (parameters, resources, the `AWS::*` pseudo parameters),
 //! `Fn::GetAtt` (`X.Attr` or `[X, Attr]`), `Fn::Sub` (string or
 //! `[string, {vars}]`, with `${!Literal}` escapes), `Fn::Join`, `Fn::Select`,
-//! `Fn::Split`, `Fn::Base64`. Conditions (`Fn::If`, `Fn::Equals`, ...) and
-//! `Fn::ImportValue` are refused with a clear error: the local stack has no
-//! other stacks and the template uses no conditions.
+//! `Fn::Split`, `Fn::Base64`, and property-level conditions: the `Conditions`
+//! section (`Fn::Equals`, `Fn::Not`, `Fn::And`, `Fn::Or`, `Condition`), `Fn::If`
+//! and `AWS::NoValue` (the key or list item is dropped). Conditional resources
+//! (`Condition:` on a resource) and `Fn::ImportValue` are refused with a clear
+//! error: the local stack has no other stacks.
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde_yaml::Value;
@@ -47,6 +49,8 @@ pub struct Template {
     pub globals_env: Value,
     /// `Globals.Function`: what every serverless function inherits.
     pub globals_function: Value,
+    /// The `Conditions` section, unevaluated.
+    pub conditions: BTreeMap<String, Value>,
 }
 
 impl Template {
@@ -104,12 +108,17 @@ impl Template {
             .and_then(|e| e.get("Variables"))
             .cloned()
             .unwrap_or(Value::Null);
+        let mut conditions = BTreeMap::new();
+        for (name, body) in doc.get("Conditions").and_then(Value::as_mapping).into_iter().flatten() {
+            conditions.insert(name.as_str().context("condition name")?.to_string(), body.clone());
+        }
         Ok(Self {
             resources,
             parameters,
             allowed_values,
             globals_env,
             globals_function,
+            conditions,
         })
     }
 
@@ -218,11 +227,19 @@ pub struct Resolver<'a> {
     pub stack_name: &'a str,
     pub parameters: &'a BTreeMap<String, String>,
     pub physical: &'a BTreeMap<String, Physical>,
+    /// The template's `Conditions` (empty where only the environment is resolved).
+    pub conditions: &'a BTreeMap<String, Value>,
 }
 
+/// No conditions: for resolvers of values that use none.
+pub static NO_CONDITIONS: BTreeMap<String, Value> = BTreeMap::new();
+
+/// What `AWS::NoValue` resolves to; mappings and sequences drop it.
+const NO_VALUE: &str = "\u{0}AWS::NoValue";
+
 /// The unsupported intrinsics, refused by name rather than passed through.
+/// (`Equals`, `Not`, `And`, `Or` and `Condition` are evaluated inside `Conditions` only.)
 const UNSUPPORTED: &[&str] = &[
-    "If",
     "Equals",
     "And",
     "Or",
@@ -251,7 +268,7 @@ impl Resolver<'_> {
             "AWS::AccountId" => return Ok(ACCOUNT_ID.to_string()),
             "AWS::Partition" => return Ok("aws".to_string()),
             "AWS::URLSuffix" => return Ok("amazonaws.com".to_string()),
-            "AWS::NoValue" => bail!("AWS::NoValue is only meaningful with conditions, which are not supported"),
+            "AWS::NoValue" => return Ok(NO_VALUE.to_string()),
             _ => {}
         }
         if let Some(v) = self.parameters.get(name) {
@@ -383,6 +400,15 @@ impl Resolver<'_> {
             "Join" => text(self.join(inner)?),
             "Select" => self.select(inner),
             "Split" => self.split(inner),
+            "If" => {
+                let parts = inner
+                    .as_sequence()
+                    .filter(|p| p.len() == 3)
+                    .context("Fn::If needs [condition, then, else]")?;
+                let name = scalar_string(&parts[0]);
+                let branch = if self.condition(&name)? { &parts[1] } else { &parts[2] };
+                self.resolve(branch)
+            }
             "Base64" => {
                 use base64::Engine as _;
                 text(base64::engine::general_purpose::STANDARD.encode(self.string(inner)?))
@@ -392,6 +418,52 @@ impl Resolver<'_> {
             }
             other => bail!("unknown intrinsic {other}"),
         }
+    }
+
+    /// Evaluates a named condition of the `Conditions` section.
+    pub fn condition(&self, name: &str) -> Result<bool> {
+        let body = self
+            .conditions
+            .get(name)
+            .with_context(|| format!("unknown condition {name}"))?;
+        self.evaluate(body).with_context(|| format!("condition {name}"))
+    }
+
+    fn evaluate(&self, body: &Value) -> Result<bool> {
+        let (function, inner) = match body {
+            Value::Tagged(t) => (t.tag.to_string().trim_start_matches('!').to_string(), &t.value),
+            Value::Mapping(m) if m.len() == 1 => {
+                let (k, v) = m.iter().next().context("one entry")?;
+                (scalar_string(k).trim_start_matches("Fn::").to_string(), v)
+            }
+            Value::Bool(b) => return Ok(*b),
+            other => bail!("not a condition: {other:?}"),
+        };
+        let items = || inner.as_sequence().context("a list of conditions");
+        Ok(match function.as_str() {
+            "Equals" => {
+                let pair = inner
+                    .as_sequence()
+                    .filter(|p| p.len() == 2)
+                    .context("Fn::Equals needs two values")?;
+                self.string(&pair[0])? == self.string(&pair[1])?
+            }
+            "Not" => !self.evaluate(items()?.first().context("Fn::Not needs a condition")?)?,
+            "And" => items()?
+                .iter()
+                .map(|c| self.evaluate(c))
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .all(|b| b),
+            "Or" => items()?
+                .iter()
+                .map(|c| self.evaluate(c))
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .any(|b| b),
+            "Condition" => self.condition(&scalar_string(inner))?,
+            other => bail!("{other} is not a condition function"),
+        })
     }
 
     /// Resolves a value to a string.
@@ -413,7 +485,10 @@ impl Resolver<'_> {
                     Some(k) if k.starts_with("Fn::") => self.intrinsic(&k["Fn::".len()..], inner),
                     _ => {
                         let mut out = serde_yaml::Mapping::new();
-                        out.insert(key.clone(), self.resolve(inner)?);
+                        let v = self.resolve(inner)?;
+                        if !is_no_value(&v) {
+                            out.insert(key.clone(), v);
+                        }
                         Ok(Value::Mapping(out))
                     }
                 }
@@ -421,16 +496,30 @@ impl Resolver<'_> {
             Value::Mapping(map) => {
                 let mut out = serde_yaml::Mapping::new();
                 for (k, v) in map {
-                    out.insert(k.clone(), self.resolve(v)?);
+                    let v = self.resolve(v)?;
+                    if !is_no_value(&v) {
+                        out.insert(k.clone(), v);
+                    }
                 }
                 Ok(Value::Mapping(out))
             }
-            Value::Sequence(items) => Ok(Value::Sequence(
-                items.iter().map(|v| self.resolve(v)).collect::<Result<_>>()?,
-            )),
+            Value::Sequence(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for v in items {
+                    let v = self.resolve(v)?;
+                    if !is_no_value(&v) {
+                        out.push(v);
+                    }
+                }
+                Ok(Value::Sequence(out))
+            }
             other => Ok(other.clone()),
         }
     }
+}
+
+fn is_no_value(v: &Value) -> bool {
+    v.as_str() == Some(NO_VALUE)
 }
 
 /// The logical id a `!GetAtt X.Arn` / `!Ref X` points at, without resolving it.
@@ -518,6 +607,7 @@ Resources:
             stack_name: "s",
             parameters: &params,
             physical: &physical,
+            conditions: &NO_CONDITIONS,
         };
         let props = r.resolve(&t.resources["Q"].properties).expect("resolve");
         assert_eq!(props["Name"].as_str(), Some("s-q-off"));
@@ -533,8 +623,10 @@ Resources:
             referenced_id(&t.resources["Q"].properties["Long"]).as_deref(),
             Some("Q")
         );
-        let err = r.resolve(&t.resources["Bad"].properties).expect_err("If is refused");
-        assert!(format!("{err:#}").contains("If is not supported"), "{err:#}");
+        let err = r
+            .resolve(&t.resources["Bad"].properties)
+            .expect_err("an If on a condition the template lacks is refused");
+        assert!(format!("{err:#}").contains("unknown condition Cond"), "{err:#}");
     }
 
     #[test]
@@ -546,6 +638,7 @@ Resources:
             stack_name: "s",
             parameters: &params,
             physical: &physical,
+            conditions: &NO_CONDITIONS,
         };
         let f = t.function_env("F", &r).expect("env");
         assert_eq!(f["QUEUE"], "http://q");
@@ -578,5 +671,50 @@ Resources:
             t.parameter_values(&BTreeMap::new()).expect("defaults")["OpenSignup"],
             "false"
         );
+    }
+
+    #[test]
+    fn conditions_pick_branches_and_no_value_drops_keys_and_items() {
+        let t = Template::parse(
+            r#"
+Parameters:
+  Mode: {Type: String, Default: NONE}
+Conditions:
+  On: !Not [!Equals [!Ref Mode, NONE]]
+  Both: !And [!Condition On, {"Fn::Equals": ["a", "a"]}]
+Resources:
+  B:
+    Type: AWS::S3::Bucket
+    Properties:
+      Lock: !If [On, !Ref Mode, !Ref AWS::NoValue]
+      Rules:
+        - Id: always
+        - !If [Both, {Id: sometimes}, !Ref AWS::NoValue]
+"#,
+        )
+        .expect("parse");
+        let physical = BTreeMap::new();
+        let props = &t.resources["B"].properties;
+        for (mode, on) in [("NONE", false), ("GOVERNANCE", true)] {
+            let params = BTreeMap::from([("Mode".to_string(), mode.to_string())]);
+            let r = Resolver {
+                stack_name: "s",
+                parameters: &params,
+                physical: &physical,
+                conditions: &t.conditions,
+            };
+            assert_eq!(r.condition("Both").expect("condition"), on);
+            let v = r.resolve(props).expect("resolve");
+            assert_eq!(v.get("Lock").map(scalar_string), on.then(|| mode.to_string()), "{mode}");
+            let rules = v.get("Rules").and_then(Value::as_sequence).expect("rules");
+            assert_eq!(rules.len(), if on { 2 } else { 1 }, "{mode}");
+        }
+        let r = Resolver {
+            stack_name: "s",
+            parameters: &BTreeMap::new(),
+            physical: &physical,
+            conditions: &NO_CONDITIONS,
+        };
+        assert!(r.condition("On").is_err(), "an unknown condition is an error");
     }
 }

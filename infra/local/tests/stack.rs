@@ -39,7 +39,7 @@ fn str_of(v: &Value) -> String {
 fn resolved(stack: &Stack, logical_id: &str) -> Value {
     stack
         .state()
-        .resolver()
+        .resolver(stack.template())
         .resolve(&stack.template().resources[logical_id].properties)
         .expect("resolve")
 }
@@ -693,4 +693,42 @@ async fn provisioning_again_against_the_same_endpoint_adopts_the_resources() {
     );
     second.stop().await;
     first.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_lock_is_off_by_default_and_on_when_asked() {
+    let plain = Stack::start(options("plain")).await.expect("stack");
+    let sdk = plain.sdk_config();
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let bucket = plain.physical_id("DataBucket").expect("bucket").to_string();
+    assert!(
+        s3.get_object_lock_configuration().bucket(&bucket).send().await.is_err(),
+        "no Object Lock unless asked"
+    );
+    drop(plain);
+
+    let mut opts = options("locked");
+    opts.parameters = BTreeMap::from([
+        ("ObjectLockMode".to_string(), "GOVERNANCE".to_string()),
+        ("ObjectLockDays".to_string(), "3".to_string()),
+    ]);
+    let locked = Stack::start(opts).await.expect("stack");
+    let sdk = locked.sdk_config();
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let bucket = locked.physical_id("DataBucket").expect("bucket").to_string();
+    let config = s3
+        .get_object_lock_configuration()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("object lock configuration");
+    let retention = config
+        .object_lock_configuration()
+        .and_then(|c| c.rule())
+        .and_then(|r| r.default_retention())
+        .expect("default retention");
+    assert_eq!(
+        (retention.mode().map(|m| m.as_str().to_string()), retention.days()),
+        (Some("GOVERNANCE".to_string()), Some(3))
+    );
 }
