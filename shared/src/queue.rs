@@ -33,30 +33,30 @@ impl SqsQueue {
     }
 }
 
-#[async_trait]
-impl Enqueue for SqsQueue {
-    async fn send(&self, body: &serde_json::Value) -> Result<(), QueueError> {
+impl SqsQueue {
+    async fn send_with_delay(&self, body: &serde_json::Value, delay_seconds: Option<i32>) -> Result<(), QueueError> {
         self.client
             .send_message()
             .queue_url(&self.url)
             .message_body(body.to_string())
+            .set_delay_seconds(delay_seconds)
             .send()
             .await
             .map_err(|e| QueueError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
         Ok(())
     }
+}
+
+#[async_trait]
+impl Enqueue for SqsQueue {
+    async fn send(&self, body: &serde_json::Value) -> Result<(), QueueError> {
+        self.send_with_delay(body, None).await
+    }
 
     async fn send_delayed(&self, body: &serde_json::Value, delay: std::time::Duration) -> Result<(), QueueError> {
+        // SQS delays a message by at most 15 minutes.
         let secs = i32::try_from(delay.as_secs().min(900)).unwrap_or(900);
-        self.client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(body.to_string())
-            .delay_seconds(secs)
-            .send()
-            .await
-            .map_err(|e| QueueError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
-        Ok(())
+        self.send_with_delay(body, Some(secs)).await
     }
 }
 

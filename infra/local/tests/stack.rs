@@ -699,7 +699,7 @@ async fn provisioning_again_against_the_same_endpoint_adopts_the_resources() {
 async fn object_lock_is_off_by_default_and_on_when_asked() {
     let plain = Stack::start(options("plain")).await.expect("stack");
     let sdk = plain.sdk_config();
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let s3 = strata_local::provision::s3_client(&sdk);
     let bucket = plain.physical_id("DataBucket").expect("bucket").to_string();
     assert!(
         s3.get_object_lock_configuration().bucket(&bucket).send().await.is_err(),
@@ -714,7 +714,7 @@ async fn object_lock_is_off_by_default_and_on_when_asked() {
     ]);
     let locked = Stack::start(opts).await.expect("stack");
     let sdk = locked.sdk_config();
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let s3 = strata_local::provision::s3_client(&sdk);
     let bucket = locked.physical_id("DataBucket").expect("bucket").to_string();
     let config = s3
         .get_object_lock_configuration()

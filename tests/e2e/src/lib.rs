@@ -346,15 +346,13 @@ pub fn throttling_options() -> Options {
         throttle: true,
         seed: 11,
         faults: fake_m365::Faults {
-            rules: vec![fake_m365::FaultRule {
-                path_contains: Some("/mailboxSettings".into()),
-                kind: fake_m365::FaultKind::Status {
-                    status: 429,
-                    retry_after_secs: Some(1),
-                },
-                probability: 0.02,
-                remaining: Some(40),
-            }],
+            rules: vec![fake_m365::FaultRule::status(
+                "/mailboxSettings",
+                429,
+                Some(1),
+                0.02,
+                Some(40),
+            )],
         },
         ..Options::default()
     }
@@ -469,9 +467,8 @@ impl World {
     /// The account's repository, read as an operator would (same bucket, same key).
     pub async fn repo(&self, account: &str) -> strata::repo::Repo {
         let sdk = self.stack.sdk_config();
-        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
         let store = std::sync::Arc::new(strata::repo::S3Store::new(
-            s3,
+            strata_local::provision::s3_client(&sdk),
             self.stack.physical_id("DataBucket").expect("bucket"),
         ));
         let keys = strata::repo::KmsKeys::new(
@@ -557,6 +554,16 @@ pub fn max_mailbox_concurrency(log: &[fake_m365::LoggedRequest]) -> usize {
 }
 
 impl World {
+    /// [`World::onboard`], then every discovered entity activated.
+    pub async fn onboard_active(&self) -> Result<Onboarded> {
+        let onboarded = self.onboard().await?;
+        let (status, body) = onboarded.admin.post("/v1/entities/activate-all", json!({})).await?;
+        if status != 200 {
+            bail!("activate-all answered {status}: {body}");
+        }
+        Ok(onboarded)
+    }
+
     /// How the entity's latest catalog differs from the fake's mailbox: every
     /// message once, in its folder, with the SHA-256 of its MIME; nothing else.
     pub async fn catalog_mismatches(&self, account: &str, entity: &str, user: &str) -> Vec<String> {

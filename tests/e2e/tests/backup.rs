@@ -58,12 +58,8 @@ async fn mailbox_backup_is_byte_exact_incremental_and_keeps_history() {
             .expect("hidden"),
     );
 
-    let onboarded = world.onboard().await.expect("onboard");
+    let onboarded = world.onboard_active().await.expect("onboard");
     let (admin, account) = (onboarded.admin, onboarded.account_id);
-    admin
-        .post("/v1/entities/activate-all", json!({}))
-        .await
-        .expect("activate");
     let entity = admin.entity_id("mailbox", adele).await.expect("adele's mailbox");
 
     // First backup: every message, byte for byte.
@@ -206,11 +202,7 @@ async fn the_daily_schedule_backs_up_active_mailboxes_once_each() {
             world.fake.add_message(user, "Inbox", eml).expect("seed");
         }
     }
-    let admin = world.onboard().await.expect("onboard").admin;
-    admin
-        .post("/v1/entities/activate-all", json!({}))
-        .await
-        .expect("activate");
+    let admin = world.onboard_active().await.expect("onboard").admin;
     let mailboxes = admin.all_entities("&kind=mailbox").await.expect("mailboxes");
     let paused = admin
         .entity_id("mailbox", "alex.wilber@contoso.onmicrosoft.com")
@@ -316,25 +308,19 @@ async fn a_failing_message_is_recorded_and_tried_again_next_run() {
             b"Subject: broken\r\n\r\nthe server fails on this one".to_vec(),
         )
         .expect("seed");
-    let onboarded = world.onboard().await.expect("onboard");
+    let onboarded = world.onboard_active().await.expect("onboard");
     let (admin, account) = (onboarded.admin, onboarded.account_id);
-    admin
-        .post("/v1/entities/activate-all", json!({}))
-        .await
-        .expect("activate");
     let entity = admin.entity_id("mailbox", adele).await.expect("adele");
 
     // Every read of the broken message's content fails with a 500.
     world.fake.set_faults(fake_m365::Faults {
-        rules: vec![fake_m365::FaultRule {
-            path_contains: Some(format!("{bad}/$value")),
-            kind: fake_m365::FaultKind::Status {
-                status: 500,
-                retry_after_secs: None,
-            },
-            probability: 1.0,
-            remaining: None,
-        }],
+        rules: vec![fake_m365::FaultRule::status(
+            format!("{bad}/$value"),
+            500,
+            None,
+            1.0,
+            None,
+        )],
     });
     let first = world.back_up(&admin, &entity).await;
     assert_eq!(
@@ -400,12 +386,8 @@ async fn odd_messages_are_kept_byte_for_byte_and_broken_reads_do_not_fail_the_ru
         .fake
         .add_message(adele, "Inbox", strata_e2e::plain_mail(2, 5_000))
         .expect("seed");
-    let onboarded = world.onboard().await.expect("onboard");
+    let onboarded = world.onboard_active().await.expect("onboard");
     let (admin, account) = (onboarded.admin, onboarded.account_id);
-    admin
-        .post("/v1/entities/activate-all", json!({}))
-        .await
-        .expect("activate");
     let entity = admin.entity_id("mailbox", adele).await.expect("adele");
 
     // One body breaks midway twice (then arrives whole); one message answers 404 every time.
@@ -417,15 +399,7 @@ async fn odd_messages_are_kept_byte_for_byte_and_broken_reads_do_not_fail_the_ru
                 probability: 1.0,
                 remaining: Some(2),
             },
-            fake_m365::FaultRule {
-                path_contains: Some(format!("{missing}/$value")),
-                kind: fake_m365::FaultKind::Status {
-                    status: 404,
-                    retry_after_secs: None,
-                },
-                probability: 1.0,
-                remaining: None,
-            },
+            fake_m365::FaultRule::status(format!("{missing}/$value"), 404, None, 1.0, None),
         ],
     });
     let first = world.back_up(&admin, &entity).await;
@@ -489,12 +463,8 @@ async fn renamed_and_deleted_folders_are_followed_without_fetching_content() {
                 .expect("seed");
         }
     }
-    let onboarded = world.onboard().await.expect("onboard");
+    let onboarded = world.onboard_active().await.expect("onboard");
     let (admin, account) = (onboarded.admin, onboarded.account_id);
-    admin
-        .post("/v1/entities/activate-all", json!({}))
-        .await
-        .expect("activate");
     let entity = admin.entity_id("mailbox", adele).await.expect("adele");
     let first = world.back_up(&admin, &entity).await;
     assert_eq!(first["added"], 8, "{first}");

@@ -25,12 +25,8 @@ async fn a_large_first_backup_spans_invocations_and_fetches_nothing_twice() {
             .add_message(ADELE, FOLDERS[i % FOLDERS.len()], strata_e2e::plain_mail(i, 1_200))
             .expect("seed");
     }
-    let onboarded = world.onboard().await.expect("onboard");
+    let onboarded = world.onboard_active().await.expect("onboard");
     let (admin, account) = (onboarded.admin, onboarded.account_id);
-    admin
-        .post("/v1/entities/activate-all", json!({}))
-        .await
-        .expect("activate");
     let entity = admin.entity_id("mailbox", ADELE).await.expect("adele");
     world.fake.clear_requests();
 
@@ -98,12 +94,8 @@ async fn a_backup_killed_at_random_points_always_recovers() {
     let world = World::start(WorldOptions::new(fake_m365::Tenant::small_demo()))
         .await
         .expect("world");
-    let onboarded = world.onboard().await.expect("onboard");
+    let onboarded = world.onboard_active().await.expect("onboard");
     let (admin, account) = (onboarded.admin, onboarded.account_id);
-    admin
-        .post("/v1/entities/activate-all", json!({}))
-        .await
-        .expect("activate");
     let entity = admin.entity_id("mailbox", ADELE).await.expect("adele");
     // The backup function's own context; the test plays the runner, so continuations are not queued.
     let mut ctx = strata_local::wire::context(&world.stack, "BackupFunction", &strata_local::wire::local_overrides())
@@ -213,33 +205,9 @@ async fn backup_keeps_to_the_mailbox_limits_and_retry_after() {
         seed: 5,
         faults: fake_m365::Faults {
             rules: vec![
-                fake_m365::FaultRule {
-                    path_contains: Some("/$value".into()),
-                    kind: fake_m365::FaultKind::Status {
-                        status: 429,
-                        retry_after_secs: Some(1),
-                    },
-                    probability: 0.05,
-                    remaining: Some(8),
-                },
-                fake_m365::FaultRule {
-                    path_contains: Some("/messages/delta".into()),
-                    kind: fake_m365::FaultKind::Status {
-                        status: 429,
-                        retry_after_secs: Some(2),
-                    },
-                    probability: 0.2,
-                    remaining: Some(2),
-                },
-                fake_m365::FaultRule {
-                    path_contains: Some("/$value".into()),
-                    kind: fake_m365::FaultKind::Status {
-                        status: 503,
-                        retry_after_secs: None,
-                    },
-                    probability: 0.05,
-                    remaining: Some(6),
-                },
+                fake_m365::FaultRule::status("/$value", 429, Some(1), 0.05, Some(8)),
+                fake_m365::FaultRule::status("/messages/delta", 429, Some(2), 0.2, Some(2)),
+                fake_m365::FaultRule::status("/$value", 503, None, 0.05, Some(6)),
             ],
         },
         ..fake_m365::Options::default()
@@ -261,12 +229,8 @@ async fn backup_keeps_to_the_mailbox_limits_and_retry_after() {
                 .expect("seed");
         }
     }
-    let onboarded = world.onboard().await.expect("onboard");
+    let onboarded = world.onboard_active().await.expect("onboard");
     let (admin, account) = (onboarded.admin, onboarded.account_id);
-    admin
-        .post("/v1/entities/activate-all", json!({}))
-        .await
-        .expect("activate");
     world.fake.clear_requests();
     let (status, body) = admin
         .post("/v1/entities/backup-all", json!({"kind": "mailbox"}))
@@ -349,12 +313,7 @@ async fn one_attachment_sent_to_fifty_mailboxes_is_stored_once() {
         }
     }
     // What the bucket holds under packs/, measured from S3 itself.
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&world.stack.sdk_config())
-            .force_path_style(true)
-            .build(),
-    );
-    let listed = s3
+    let listed = strata_local::provision::s3_client(&world.stack.sdk_config())
         .list_objects_v2()
         .bucket(world.stack.physical_id("DataBucket").expect("bucket"))
         .prefix(format!("{account}/packs/"))
@@ -394,12 +353,8 @@ async fn a_spent_mailbox_budget_ends_the_run_and_the_continuation_waits_for_it()
             )
             .expect("seed");
     }
-    let onboarded = world.onboard().await.expect("onboard");
+    let onboarded = world.onboard_active().await.expect("onboard");
     let (admin, account) = (onboarded.admin, onboarded.account_id);
-    admin
-        .post("/v1/entities/activate-all", json!({}))
-        .await
-        .expect("activate");
     let entity = admin.entity_id("mailbox", ADELE).await.expect("adele");
     world.fake.clear_requests();
     let (status, body) = admin

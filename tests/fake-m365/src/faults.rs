@@ -26,6 +26,28 @@ pub struct FaultRule {
     pub remaining: Option<u32>,
 }
 
+impl FaultRule {
+    /// Answers `status` (with `Retry-After` when given) to requests whose path
+    /// contains `path`, with the chance `probability`, at most `remaining` times.
+    pub fn status(
+        path: impl Into<String>,
+        status: u16,
+        retry_after_secs: Option<u32>,
+        probability: f64,
+        remaining: Option<u32>,
+    ) -> Self {
+        Self {
+            path_contains: Some(path.into()),
+            kind: FaultKind::Status {
+                status,
+                retry_after_secs,
+            },
+            probability,
+            remaining,
+        }
+    }
+}
+
 /// In JSON: `{"type":"status","status":503,"retry_after_secs":1}`,
 /// `{"type":"timeout","secs":2.5}`, `{"type":"truncate"}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -258,7 +258,9 @@ impl GraphClient {
     async fn get_body(&self, path_or_url: &str, prefer: Option<&str>) -> Result<bytes::Bytes, SourceError> {
         match self.get(path_or_url, prefer, false).await? {
             Got::Whole(body) => Ok(body),
-            Got::Stream(stream) => Ok(stream.collect().await?),
+            Got::Stream(_) => Err(SourceError::Protocol(
+                "a streamed answer where a whole one was asked".into(),
+            )),
         }
     }
 
@@ -269,7 +271,7 @@ impl GraphClient {
     pub async fn get_stream(&self, path_or_url: &str) -> Result<ContentStream, SourceError> {
         match self.get(path_or_url, Some("raw"), true).await? {
             Got::Stream(stream) => Ok(stream),
-            Got::Whole(body) => Ok(ContentStream::from_bytes(body)),
+            Got::Whole(_) => Err(SourceError::Protocol("a whole answer where a stream was asked".into())),
         }
     }
 
@@ -462,7 +464,7 @@ enum Got {
 /// A response body read as it arrives ([`GraphClient::get_stream`]).
 pub struct ContentStream {
     reader: StreamReader<BoxStream<'static, std::io::Result<bytes::Bytes>>, bytes::Bytes>,
-    _permits: Option<Permits>,
+    _permits: Permits,
 }
 
 impl ContentStream {
@@ -472,24 +474,8 @@ impl ContentStream {
             .map(|r| r.map_err(|e| std::io::Error::other(format!("response body broken: {}", without_url(&e)))));
         Self {
             reader: StreamReader::new(body.boxed()),
-            _permits: Some(permits),
+            _permits: permits,
         }
-    }
-
-    fn from_bytes(body: bytes::Bytes) -> Self {
-        Self {
-            reader: StreamReader::new(futures::stream::once(async move { Ok(body) }).boxed()),
-            _permits: None,
-        }
-    }
-
-    /// Reads the whole body into memory (small bodies only).
-    pub async fn collect(mut self) -> Result<bytes::Bytes, SourceError> {
-        let mut out = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut self, &mut out)
-            .await
-            .map_err(|e| SourceError::Unavailable(e.to_string()))?;
-        Ok(out.into())
     }
 }
 

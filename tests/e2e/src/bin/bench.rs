@@ -139,12 +139,7 @@ fn message(rng: &mut StdRng, i: usize, owner: &str, attachment: Option<&[u8]>) -
 
 /// Objects under the account's prefix: the repository writes each object once, so new objects are PUTs.
 async fn objects(world: &World, account: &str) -> Result<u64> {
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&world.stack.sdk_config())
-            .force_path_style(true)
-            .build(),
-    );
-    let mut pages = s3
+    let mut pages = strata_local::provision::s3_client(&world.stack.sdk_config())
         .list_objects_v2()
         .bucket(world.stack.physical_id("DataBucket").context("bucket")?)
         .prefix(format!("{account}/"))
