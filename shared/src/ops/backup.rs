@@ -236,58 +236,54 @@ pub async fn backup(ctx: &Context, msg: &BackupMessage, budget: &Budget) -> Resu
             .await?;
         return Err(BackupError::Busy);
     }
-    let mut result = run(ctx, msg, &entity.connection_id, &entity.source_id, budget).await;
-    let mut deferred = None;
-    match &result {
+    // What comes next, sent once the entity is free: the continuation of an
+    // unfinished pass, or this backup again after a throttled start.
+    let (mut result, follow_up) = match run(ctx, msg, &entity.connection_id, &entity.source_id, budget).await {
         // Throttled before any work (the folder listing): nothing to commit; the same backup comes back after the wait.
-        Err(BackupError::Source(SourceError::Throttled { retry_after, .. })) => {
-            deferred = Some(retry_after.unwrap_or(THROTTLED_PAUSE));
+        Err(BackupError::Source(SourceError::Throttled { retry_after, .. })) if ctx.backup_queue.is_some() => {
+            let wait = retry_after.unwrap_or(THROTTLED_PAUSE);
+            info!(entity = %msg.entity_id, wait_secs = wait.as_secs(), "throttled before any work; deferred");
+            let again = BackupMessage {
+                request_id: format!("{}-w", msg.request_id),
+                ..msg.clone()
+            };
+            (Ok(None), Some((again, Some(wait))))
         }
-        Err(e) => record_failure(ctx, msg, &entity.connection_id, e).await,
-        Ok(_) => {}
-    }
+        // Without a queue to defer to, a throttled start fails the request and SQS retries it.
+        Err(e @ BackupError::Source(SourceError::Throttled { .. })) => (Err(e), None),
+        Err(e) => {
+            record_failure(ctx, msg, &entity.connection_id, &e).await;
+            (Err(e), None)
+        }
+        Ok(record) => {
+            let continuation = record.cursor_seq.filter(|_| record.continues).map(|seq| {
+                let next = BackupMessage {
+                    account_id: msg.account_id.clone(),
+                    entity_id: msg.entity_id.clone(),
+                    // Named by the cursor it goes on from: a redelivery asks for the same continuation.
+                    request_id: format!("cont-{}-{seq}", msg.entity_id),
+                };
+                (next, record.resume_after_secs.map(Duration::from_secs))
+            });
+            (Ok(Some(record)), continuation)
+        }
+    };
     ctx.state.finish_request(&msg.account_id, &lease, false).await?;
-    // The continuation is sent once the entity is free; if it cannot be, this
-    // request is not done and its redelivery goes on from the saved cursor.
-    if let (Ok(record), Some(queue)) = (&result, &ctx.backup_queue)
-        && let Some(seq) = record.cursor_seq.filter(|_| record.continues)
-    {
-        let continuation = BackupMessage {
-            account_id: msg.account_id.clone(),
-            entity_id: msg.entity_id.clone(),
-            // Named by the cursor it goes on from: a redelivery asks for the same continuation.
-            request_id: format!("cont-{}-{seq}", msg.entity_id),
-        };
-        let body = serde_json::to_value(&continuation).unwrap_or_default();
-        let sent = match record.resume_after_secs {
-            Some(secs) => queue.send_delayed(&body, Duration::from_secs(secs)).await,
+    // If the follow-up cannot be sent, this request is not done and its
+    // redelivery goes on from the saved cursor.
+    if let (Some((next, delay)), Some(queue)) = (follow_up, &ctx.backup_queue) {
+        let body = serde_json::to_value(&next).unwrap_or_default();
+        let sent = match delay {
+            Some(delay) => queue.send_delayed(&body, delay).await,
             None => queue.send(&body).await,
         };
         if let Err(e) = sent {
             result = Err(BackupError::Continuation(e.to_string()));
         }
     }
-    if let (Some(wait), Some(queue)) = (deferred, &ctx.backup_queue) {
-        let again = BackupMessage {
-            request_id: format!("{}-w", msg.request_id),
-            ..msg.clone()
-        };
-        info!(entity = %msg.entity_id, wait_secs = wait.as_secs(), "throttled before any work; deferred");
-        match queue
-            .send_delayed(&serde_json::to_value(&again).unwrap_or_default(), wait)
-            .await
-        {
-            Ok(()) => result = Ok(RunRecord::default()),
-            Err(e) => result = Err(BackupError::Continuation(e.to_string())),
-        }
-        ctx.state
-            .finish_request(&msg.account_id, &msg.request_id, result.is_ok())
-            .await?;
-        return result.map(|_| None);
-    }
     let done = result.as_ref().map_or_else(|e| !e.is_retryable(), |_| true);
     ctx.state.finish_request(&msg.account_id, &msg.request_id, done).await?;
-    result.map(Some)
+    result
 }
 
 /// A run that failed as a whole is in the activity log too.
