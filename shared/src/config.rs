@@ -44,6 +44,14 @@ pub struct Config {
     /// snapshot and re-enqueues a continuation (`BACKUP_TIME_BUDGET_SECS`;
     /// unset: the Lambda deadline less a reserve for the commit).
     pub backup_time_budget: Option<Duration>,
+    /// Queue of restore jobs (`RESTORE_QUEUE_URL`), when the function sends them.
+    pub restore_queue_url: Option<String>,
+    /// Queue of export jobs (`EXPORT_QUEUE_URL`), when the function sends them.
+    pub export_queue_url: Option<String>,
+    /// The public base URL of the API (`API_BASE_URL`): download links in e-mails point there.
+    pub api_base_url: Option<String>,
+    /// Default validity of an export's download link (`EXPORT_LINK_DAYS`, 7 days).
+    pub export_link_ttl: Duration,
     /// Endpoint of the AWS APIs (`AWS_ENDPOINT_URL`): the emulator locally, unset in AWS.
     pub aws_endpoint_url: Option<String>,
     /// AWS region (`AWS_REGION`).
@@ -117,6 +125,10 @@ impl Config {
                 ),
                 None => None,
             },
+            restore_queue_url: optional("RESTORE_QUEUE_URL"),
+            export_queue_url: optional("EXPORT_QUEUE_URL"),
+            api_base_url: optional("API_BASE_URL").map(|u| u.trim_end_matches('/').to_string()),
+            export_link_ttl: Duration::from_secs(number("EXPORT_LINK_DAYS", 7)?.clamp(1, 365) * 86_400),
             aws_endpoint_url: optional("AWS_ENDPOINT_URL"),
             aws_region: optional("AWS_REGION").or_else(|| optional("AWS_DEFAULT_REGION")),
         })

@@ -20,6 +20,13 @@ pub struct Context {
     pub repo_keys: Arc<dyn crate::repo::KeyProvider>,
     /// Queue of backup requests (`BACKUP_QUEUE_URL`), when the function sends them.
     pub backup_queue: Option<Arc<dyn Enqueue>>,
+    /// Queues of restore and export jobs, when the function sends them.
+    pub restore_queue: Option<Arc<dyn Enqueue>>,
+    pub export_queue: Option<Arc<dyn Enqueue>>,
+    /// The data bucket's S3 client (exports: multipart uploads, presigned links).
+    pub s3: aws_sdk_s3::Client,
+    /// Sends e-mail (SESv2).
+    pub mailer: Arc<dyn crate::notify::Mailer>,
     /// The HTTP client of the SaaS connectors.
     pub http: reqwest::Client,
 }
@@ -55,18 +62,20 @@ impl Context {
         let s3_config = aws_sdk_s3::config::Builder::from(sdk)
             .force_path_style(config.aws_endpoint_url.is_some())
             .build();
-        let repo_store = Arc::new(crate::repo::S3Store::new(
-            aws_sdk_s3::Client::from_conf(s3_config),
-            &config.data_bucket,
-        ));
+        let s3 = aws_sdk_s3::Client::from_conf(s3_config);
+        let repo_store = Arc::new(crate::repo::S3Store::new(s3.clone(), &config.data_bucket));
         let repo_keys = Arc::new(crate::repo::KmsKeys::new(
             aws_sdk_kms::Client::new(sdk),
             &config.kms_key_id,
         ));
-        let backup_queue = config
-            .backup_queue_url
-            .as_ref()
-            .map(|url| Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), url)) as Arc<dyn Enqueue>);
+        let queue = |url: &Option<String>| {
+            url.as_ref()
+                .map(|url| Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), url)) as Arc<dyn Enqueue>)
+        };
+        let mailer = Arc::new(crate::notify::SesMailer::new(
+            aws_sdk_sesv2::Client::new(sdk),
+            &config.ses_from_address,
+        ));
         Ok(Self {
             state: State::new(items),
             sealer,
@@ -74,7 +83,11 @@ impl Context {
             bootstrap,
             repo_store,
             repo_keys,
-            backup_queue,
+            backup_queue: queue(&config.backup_queue_url),
+            restore_queue: queue(&config.restore_queue_url),
+            export_queue: queue(&config.export_queue_url),
+            s3,
+            mailer,
             http: http_client()?,
             config,
         })

@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod context;
 pub mod model;
+pub mod notify;
 pub mod ops;
 pub mod queue;
 pub mod repo;

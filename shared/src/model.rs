@@ -44,6 +44,9 @@ id_type!(
 id_type!(
     /// One activity record.
     ActivityId, "act");
+id_type!(
+    /// A restore or export job.
+    JobId, "job");
 
 impl EntityId {
     /// The id of an entity is derived from where it comes from, so the same
@@ -254,6 +257,103 @@ pub struct Activity {
     pub summary: String,
     #[schema(value_type = Object)]
     pub details: serde_json::Value,
+}
+
+/// What a recovery job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Restore,
+    Export,
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    /// Every item was handled (some may have failed: see `failed`).
+    Done,
+    /// The job could not go on (e.g. the snapshot is gone, the target refused access).
+    Failed,
+}
+
+/// Items of one entity as of one snapshot: chosen items, chosen folders (with
+/// their subfolders), or, when both are empty, the whole entity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Selection {
+    pub entity_id: EntityId,
+    /// A snapshot id (from the snapshot list); the latest when absent.
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    #[serde(default)]
+    pub items: Vec<String>,
+    #[serde(default)]
+    pub folders: Vec<String>,
+}
+
+/// One item a job could not handle; the job goes on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobFailure {
+    pub entity_id: EntityId,
+    pub item: String,
+    pub folder: String,
+    pub error: String,
+}
+
+/// The outcome of an export: where the zip is and how to fetch it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ExportResult {
+    /// Object key of the zip in the data bucket.
+    pub key: String,
+    pub bytes: u64,
+    pub entries: u64,
+    /// Entries whose names were changed to be safe, with their original names (in the manifest too).
+    pub renamed: u64,
+    /// Until when the download link works.
+    pub expires_at: DateTime<Utc>,
+    /// SHA-256 (hex) of the e-mailed link's token: the link itself is not stored.
+    pub token_sha256: String,
+}
+
+/// A restore or export job with its progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    pub id: JobId,
+    pub account_id: AccountId,
+    pub kind: JobKind,
+    pub status: JobStatus,
+    pub created_by: AdminId,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub selections: Vec<Selection>,
+    /// Restore: the mailbox to restore into (the selection's own when absent).
+    pub target_entity_id: Option<EntityId>,
+    /// Restore: the folder created to hold what is restored (`Restored <date time>` by default).
+    pub folder_name: Option<String>,
+    /// Export: how long the download link is valid.
+    pub link_expiry_secs: u64,
+    /// Export: who gets the link by e-mail.
+    pub notify: Vec<String>,
+    /// Items to handle (known once the job has started).
+    pub total: u64,
+    pub done: u64,
+    pub failed: u64,
+    /// Bytes restored or exported so far.
+    pub bytes: u64,
+    /// The first failures (at most [`Job::MAX_FAILURES`]).
+    pub failures: Vec<JobFailure>,
+    pub error: Option<String>,
+    pub result: Option<ExportResult>,
+    /// Invocations that worked on the job.
+    pub invocations: u32,
+    /// While an invocation works on the job; a crashed one's lease lapses.
+    pub lease_until: Option<DateTime<Utc>>,
+}
+
+impl Job {
+    pub const MAX_FAILURES: usize = 100;
 }
 
 #[cfg(test)]

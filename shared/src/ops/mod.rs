@@ -2,5 +2,8 @@
 //! each Lambda's `main.rs` calls one of them.
 
 pub mod backup;
+pub mod browse;
 pub mod connections;
 pub mod discovery;
+pub mod export;
+pub mod jobs;

@@ -220,19 +220,138 @@ impl Repo {
         index: &HashMap<ChunkId, (String, BlobLocation)>,
     ) -> Result<Vec<u8>, RepoError> {
         let mut out = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0));
-        for id in &entry.chunks {
-            let (pack, at) = index.get(id).ok_or_else(|| RepoError::MissingChunk(id.to_hex()))?;
-            let sealed = self.store.get_range(pack, at.offset, at.length).await?;
-            out.extend_from_slice(&self.open_chunk(pack, *id, &sealed)?);
+        self.read_with(entry, index, async |bytes: &[u8]| {
+            out.extend_from_slice(bytes);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// The content of an item, handed to `sink` chunk by chunk in order, so
+    /// that an item of any size is never held whole. Chunks that lie next to
+    /// each other in a pack are fetched by one ranged GET (up to 8 MiB). The
+    /// SHA-256 is checked at the end: on `Err` the caller must discard what
+    /// the sink received.
+    pub async fn read_with(
+        &self,
+        entry: &CatalogEntry,
+        index: &HashMap<ChunkId, (String, BlobLocation)>,
+        mut sink: impl AsyncFnMut(&[u8]) -> Result<(), RepoError>,
+    ) -> Result<(), RepoError> {
+        const MAX_RANGE: u64 = 8 * 1024 * 1024;
+        let mut hasher = Sha256::new();
+        let mut i = 0;
+        while i < entry.chunks.len() {
+            let first = entry.chunks[i];
+            let (pack, start) = index
+                .get(&first)
+                .ok_or_else(|| RepoError::MissingChunk(first.to_hex()))?;
+            // Extend the run while the next chunk follows in the same pack.
+            let mut run = vec![(first, *start)];
+            let mut end = start.offset + start.length;
+            while let Some(next) = entry.chunks.get(i + run.len()) {
+                match index.get(next) {
+                    Some((p, at)) if p == pack && at.offset == end && end + at.length - start.offset <= MAX_RANGE => {
+                        run.push((*next, *at));
+                        end += at.length;
+                    }
+                    _ => break,
+                }
+            }
+            let bytes = self.store.get_range(pack, start.offset, end - start.offset).await?;
+            for (id, at) in &run {
+                let from = usize::try_from(at.offset - start.offset).unwrap_or(usize::MAX);
+                let to = from.saturating_add(usize::try_from(at.length).unwrap_or(usize::MAX));
+                let sealed = bytes
+                    .get(from..to)
+                    .ok_or_else(|| RepoError::corrupt(pack, "ranged read shorter than asked"))?;
+                let plain = self.open_chunk(pack, *id, sealed)?;
+                hasher.update(&plain);
+                sink(&plain).await?;
+            }
+            i += run.len();
         }
-        let digest = hex::encode(Sha256::digest(&out));
-        if digest != entry.sha256 {
+        if hex::encode(hasher.finalize()) != entry.sha256 {
             return Err(RepoError::corrupt(
                 &format!("item {}", entry.item),
                 "content does not match its SHA-256",
             ));
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Keys of the entity's snapshots, oldest first (without reading them).
+    pub async fn snapshot_keys(&self, entity: &str) -> Result<Vec<String>, RepoError> {
+        Ok(self
+            .store
+            .list(&format!("{}/snapshots/{entity}/", self.account))
+            .await?)
+    }
+
+    /// One snapshot of the entity, by the last part of its key (`<time>-<run>`).
+    pub async fn snapshot(&self, entity: &str, id: &str) -> Result<(String, Snapshot), RepoError> {
+        if id.is_empty() || id.contains('/') {
+            return Err(RepoError::Store(StoreError::NotFound(id.to_string())));
+        }
+        let key = format!("{}/snapshots/{entity}/{id}", self.account);
+        Ok((key.clone(), self.get_sealed(&key).await?))
+    }
+
+    /// Reads a snapshot by its full key (one listed by [`Repo::snapshot_keys`]).
+    pub async fn snapshot_at(&self, key: &str) -> Result<Snapshot, RepoError> {
+        self.check_own(key)?;
+        self.get_sealed(key).await
+    }
+
+    /// A catalog segment named by a snapshot of this account.
+    pub async fn segment(&self, key: &str) -> Result<CatalogSegment, RepoError> {
+        self.check_own(key)?;
+        self.get_sealed(key).await
+    }
+
+    fn check_own(&self, key: &str) -> Result<(), RepoError> {
+        if key.starts_with(&format!("{}/", self.account)) {
+            Ok(())
+        } else {
+            Err(RepoError::corrupt(key, "object of another account"))
+        }
+    }
+
+    /// Saves a derived, rebuildable object of an entity (a browse
+    /// checkpoint): zstd-compressed, then sealed. `<account>/views/<entity>/<name>`.
+    pub async fn put_derived<T: serde::Serialize>(&self, entity: &str, name: &str, value: &T) -> Result<(), RepoError> {
+        let key = format!("{}/views/{entity}/{name}", self.account);
+        let plain = serde_json::to_vec(value).map_err(|e| RepoError::corrupt(&key, e.to_string()))?;
+        let packed = zstd::bulk::compress(&plain, ZSTD_LEVEL).map_err(|e| RepoError::corrupt(&key, e.to_string()))?;
+        let sealed = self.keys.seal(&packed, key.as_bytes());
+        match self.store.put_new(&key, Bytes::from(sealed)).await {
+            Ok(()) | Err(StoreError::Exists(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The last derived object of an entity (by name order), if any.
+    pub async fn latest_derived<T: serde::de::DeserializeOwned>(
+        &self,
+        entity: &str,
+    ) -> Result<Option<(String, T)>, RepoError> {
+        let Some(key) = self
+            .store
+            .list(&format!("{}/views/{entity}/", self.account))
+            .await?
+            .pop()
+        else {
+            return Ok(None);
+        };
+        let sealed = self.store.get(&key).await?;
+        let packed = self
+            .keys
+            .open(&sealed, key.as_bytes())
+            .ok_or_else(|| RepoError::corrupt(&key, "authentication failed"))?;
+        let plain = zstd::stream::decode_all(packed.as_slice()).map_err(|e| RepoError::corrupt(&key, e.to_string()))?;
+        let value = serde_json::from_slice(&plain).map_err(|e| RepoError::corrupt(&key, e.to_string()))?;
+        Ok(Some((key, value)))
     }
 
     fn open_chunk(&self, pack: &str, id: ChunkId, sealed: &[u8]) -> Result<Vec<u8>, RepoError> {

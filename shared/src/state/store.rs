@@ -4,7 +4,7 @@
 use super::items::{Cursor, Item, ItemStore, PutCondition, Query, StoreError};
 use crate::model::{
     Account, AccountId, Activity, Admin, AdminId, AdminSecrets, Connection, ConnectionId, Entity, EntityId, EntityKind,
-    EntityStatus,
+    EntityStatus, Job, JobId,
 };
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -585,6 +585,89 @@ impl State {
                 PutCondition::None,
             )
             .await?)
+    }
+
+    // ----- recovery jobs -----
+
+    pub async fn put_job(&self, job: &Job) -> Result<(), StateError> {
+        let item = Item::new(acct(&job.account_id), format!("JOB#{}", job.id), Self::encode(job))
+            .with_ttl((job.created_at + Duration::days(90)).timestamp());
+        Ok(self.items.put(item, PutCondition::NotExists).await?)
+    }
+
+    pub async fn job(&self, account: &AccountId, id: &JobId) -> Result<Option<Job>, StateError> {
+        match self.items.get(&acct(account), &format!("JOB#{id}")).await? {
+            Some(item) => Ok(Some(item.decode()?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The account's jobs, newest first.
+    pub async fn jobs(&self, account: &AccountId) -> Result<Vec<Job>, StateError> {
+        let mut jobs: Vec<Job> = self
+            .query_all(Query::partition(acct(account)).prefix("JOB#".to_string()))
+            .await?;
+        jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(jobs)
+    }
+
+    /// Changes a job (optimistic concurrency); `change` returns false to leave it as it is.
+    pub async fn update_job(
+        &self,
+        account: &AccountId,
+        id: &JobId,
+        change: impl Fn(&mut Job) -> bool,
+    ) -> Result<Job, StateError> {
+        self.update(&acct(account), &format!("JOB#{id}"), "job", change).await
+    }
+
+    /// Records that a job handled an item (restored it), so that a retried
+    /// or redelivered job never handles it twice. False if it was already recorded.
+    pub async fn record_job_item(
+        &self,
+        account: &AccountId,
+        job: &JobId,
+        key: &str,
+        outcome: &serde_json::Value,
+    ) -> Result<bool, StateError> {
+        let item = Item::new(acct(account), format!("JOBITEM#{job}#{key}"), outcome.clone())
+            .with_ttl((Utc::now() + Duration::days(90)).timestamp());
+        match self.items.put(item, PutCondition::NotExists).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::ConditionFailed { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every item a job recorded, by key.
+    pub async fn job_items(
+        &self,
+        account: &AccountId,
+        job: &JobId,
+    ) -> Result<std::collections::HashMap<String, serde_json::Value>, StateError> {
+        let prefix = format!("JOBITEM#{job}#");
+        let mut out = std::collections::HashMap::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .items
+                .query(
+                    Query::partition(acct(account))
+                        .prefix(prefix.clone())
+                        .limit(500)
+                        .start(start),
+                )
+                .await?;
+            for item in page.items {
+                if let Some(key) = item.sk.strip_prefix(&prefix) {
+                    out.insert(key.to_string(), item.doc);
+                }
+            }
+            match page.next {
+                Some(next) => start = Some(next),
+                None => return Ok(out),
+            }
+        }
     }
 
     // ----- helpers -----
