@@ -44,6 +44,8 @@ pub struct Config {
     /// snapshot and re-enqueues a continuation (`BACKUP_TIME_BUDGET_SECS`;
     /// unset: the Lambda deadline less a reserve for the commit).
     pub backup_time_budget: Option<Duration>,
+    /// Caps the working time of one restore or export invocation (`JOB_TIME_BUDGET_SECS`, tests).
+    pub job_time_budget: Option<Duration>,
     /// Queue of restore jobs (`RESTORE_QUEUE_URL`), when the function sends them.
     pub restore_queue_url: Option<String>,
     /// Queue of export jobs (`EXPORT_QUEUE_URL`), when the function sends them.
@@ -111,20 +113,8 @@ impl Config {
             signin_max_failures,
             signin_lock: Duration::from_secs(number("SIGNIN_LOCK_SECS", 15 * 60)?),
             allow_insecure_endpoints: flag("ALLOW_INSECURE_ENDPOINTS")?,
-            backup_time_budget: match optional("BACKUP_TIME_BUDGET_SECS") {
-                Some(v) => Some(
-                    v.trim()
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|s| s.is_finite() && *s > 0.0)
-                        .map(Duration::from_secs_f64)
-                        .ok_or_else(|| ConfigError::Invalid {
-                            name: "BACKUP_TIME_BUDGET_SECS",
-                            reason: format!("expected a positive number of seconds, got {v:?}"),
-                        })?,
-                ),
-                None => None,
-            },
+            backup_time_budget: seconds(optional("BACKUP_TIME_BUDGET_SECS"), "BACKUP_TIME_BUDGET_SECS")?,
+            job_time_budget: seconds(optional("JOB_TIME_BUDGET_SECS"), "JOB_TIME_BUDGET_SECS")?,
             restore_queue_url: optional("RESTORE_QUEUE_URL"),
             export_queue_url: optional("EXPORT_QUEUE_URL"),
             api_base_url: optional("API_BASE_URL").map(|u| u.trim_end_matches('/').to_string()),
@@ -133,6 +123,23 @@ impl Config {
             aws_region: optional("AWS_REGION").or_else(|| optional("AWS_DEFAULT_REGION")),
         })
     }
+}
+
+/// A positive number of seconds, when set.
+fn seconds(value: Option<String>, name: &'static str) -> Result<Option<Duration>, ConfigError> {
+    value
+        .map(|v| {
+            v.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| ConfigError::Invalid {
+                    name,
+                    reason: format!("expected a positive number of seconds, got {v:?}"),
+                })
+        })
+        .transpose()
 }
 
 #[cfg(test)]

@@ -41,6 +41,22 @@ pub async fn handlers(stack: &Stack, overrides: &BTreeMap<String, String>) -> Re
                     Box::pin(async move { Ok(strata::ops::backup::handle_batch(&ctx, event, deadline).await) })
                 }))
             }
+            "RestoreFunction" | "ExportFunction" => {
+                let timeout = std::time::Duration::from_secs(stack.template().function_timeout_secs(&function)?);
+                let kind = if function == "RestoreFunction" {
+                    strata::model::JobKind::Restore
+                } else {
+                    strata::model::JobKind::Export
+                };
+                Handler::Sqs(Arc::new(move |event| {
+                    let ctx = ctx.clone();
+                    let deadline = std::time::Instant::now() + timeout;
+                    Box::pin(async move {
+                        let cap = ctx.config.job_time_budget;
+                        Ok(strata::ops::jobs::handle_batch(&ctx, event, deadline, cap, kind).await)
+                    })
+                }))
+            }
             other => bail!("no local handler for function {other}: wire it in infra/local/src/wire.rs"),
         };
         out.insert(function, handler);

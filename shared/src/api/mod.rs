@@ -7,6 +7,7 @@ mod connections;
 mod entities;
 mod error;
 mod openapi;
+mod recover;
 
 use crate::context::Context;
 use axum::Router;
@@ -46,6 +47,16 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/entities/{id}/pause", post(entities::pause))
         .route("/v1/entities/{id}/resume", post(entities::resume))
         .route("/v1/entities/{id}/backup", post(entities::backup_now))
+        .route("/v1/entities/{id}/snapshots", get(recover::snapshots))
+        .route("/v1/entities/{id}/snapshots/{snapshot}/folders", get(recover::folders))
+        .route("/v1/entities/{id}/snapshots/{snapshot}/items", get(recover::items))
+        .route("/v1/search", get(recover::search))
+        .route("/v1/restores", post(recover::create_restore))
+        .route("/v1/exports", post(recover::create_export))
+        .route("/v1/jobs", get(recover::jobs))
+        .route("/v1/jobs/{id}", get(recover::job))
+        .route("/v1/jobs/{id}/download", get(recover::download))
+        .route("/v1/downloads/{account}/{job}", get(recover::download_by_token))
         .fallback(error::not_found)
         .with_state(ctx)
 }

@@ -32,9 +32,12 @@ impl Modify for SessionAuth {
         super::connections::discover, super::connections::discovery,
         super::entities::list, super::entities::get_one, super::entities::activate, super::entities::pause,
         super::entities::resume, super::entities::backup_now, super::entities::backup_all, super::entities::activate_all, super::entities::activity,
+        super::recover::snapshots, super::recover::folders, super::recover::items, super::recover::search,
+        super::recover::create_restore, super::recover::create_export, super::recover::jobs, super::recover::job,
+        super::recover::download, super::recover::download_by_token,
     ),
     modifiers(&SessionAuth),
-    tags((name = "auth"), (name = "account"), (name = "connections"), (name = "entities"), (name = "activity"))
+    tags((name = "auth"), (name = "account"), (name = "connections"), (name = "entities"), (name = "activity"), (name = "recovery"))
 )]
 pub struct ApiDoc;
 
@@ -58,6 +61,10 @@ mod tests {
             "/v1/connections/{id}/discovery",
             "/v1/entities/activate-all",
             "/v1/me/totp/confirm",
+            "/v1/search",
+            "/v1/restores",
+            "/v1/exports",
+            "/v1/jobs/{id}/download",
         ] {
             assert!(paths.contains_key(p), "{p} missing from the OpenAPI document");
         }

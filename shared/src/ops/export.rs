@@ -463,13 +463,14 @@ async fn feed(
                 }
             } else {
                 cmds.send(start).await.map_err(|_| stopped())?;
-                let sent = repo
-                    .read_with(entry, index, async |bytes: &[u8]| {
-                        cmds.send(Cmd::Data(bytes.to_vec()))
-                            .await
-                            .map_err(|_| crate::repo::RepoError::Source("the zip writer stopped".into()))
-                    })
-                    .await;
+                let mut reader = repo.reader(entry, index);
+                let sent = loop {
+                    match reader.next_chunk().await {
+                        Ok(Some(chunk)) => cmds.send(Cmd::Data(chunk)).await.map_err(|_| stopped())?,
+                        Ok(None) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                };
                 match sent {
                     Ok(()) => {
                         cmds.send(Cmd::End(line("ok"))).await.map_err(|_| stopped())?;

@@ -213,24 +213,32 @@ pub async fn resolve(
     Ok((entity, entries))
 }
 
+/// A Lambda invocation's deadline (milliseconds since the epoch) as an instant of this process.
+pub fn deadline_of(deadline_ms: u64) -> Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+}
+
 /// The SQS batch loop of a job function: each message is one job; a
 /// retryable failure is reported so that SQS delivers it again.
-pub async fn handle_batch<F>(
+pub async fn handle_batch(
     ctx: &Context,
     event: SqsEvent,
     deadline: Instant,
     cap: Option<Duration>,
-    run: F,
-) -> SqsBatchResponse
-where
-    F: AsyncFn(&Context, &JobMessage, &Budget) -> Result<(), JobError>,
-{
+    kind: crate::model::JobKind,
+) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
         let budget = Budget::new(deadline, cap);
         let result = match serde_json::from_str::<JobMessage>(record.body.as_deref().unwrap_or_default()) {
-            Ok(message) => run(ctx, &message, &budget).await,
+            Ok(message) => match kind {
+                crate::model::JobKind::Restore => crate::ops::restore::restore(ctx, &message, &budget).await,
+                crate::model::JobKind::Export => crate::ops::export::export(ctx, &message, &budget).await,
+            },
             Err(e) => Err(JobError::Malformed(e.to_string())),
         };
         match result {

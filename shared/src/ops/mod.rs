@@ -7,3 +7,4 @@ pub mod connections;
 pub mod discovery;
 pub mod export;
 pub mod jobs;
+pub mod restore;

@@ -220,65 +220,29 @@ impl Repo {
         index: &HashMap<ChunkId, (String, BlobLocation)>,
     ) -> Result<Vec<u8>, RepoError> {
         let mut out = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0));
-        self.read_with(entry, index, async |bytes: &[u8]| {
-            out.extend_from_slice(bytes);
-            Ok(())
-        })
-        .await?;
+        let mut reader = self.reader(entry, index);
+        while let Some(chunk) = reader.next_chunk().await? {
+            out.extend_from_slice(&chunk);
+        }
         Ok(out)
     }
 
-    /// The content of an item, handed to `sink` chunk by chunk in order, so
-    /// that an item of any size is never held whole. Chunks that lie next to
-    /// each other in a pack are fetched by one ranged GET (up to 8 MiB). The
-    /// SHA-256 is checked at the end: on `Err` the caller must discard what
-    /// the sink received.
-    pub async fn read_with(
-        &self,
-        entry: &CatalogEntry,
-        index: &HashMap<ChunkId, (String, BlobLocation)>,
-        mut sink: impl AsyncFnMut(&[u8]) -> Result<(), RepoError>,
-    ) -> Result<(), RepoError> {
-        const MAX_RANGE: u64 = 8 * 1024 * 1024;
-        let mut hasher = Sha256::new();
-        let mut i = 0;
-        while i < entry.chunks.len() {
-            let first = entry.chunks[i];
-            let (pack, start) = index
-                .get(&first)
-                .ok_or_else(|| RepoError::MissingChunk(first.to_hex()))?;
-            // Extend the run while the next chunk follows in the same pack.
-            let mut run = vec![(first, *start)];
-            let mut end = start.offset + start.length;
-            while let Some(next) = entry.chunks.get(i + run.len()) {
-                match index.get(next) {
-                    Some((p, at)) if p == pack && at.offset == end && end + at.length - start.offset <= MAX_RANGE => {
-                        run.push((*next, *at));
-                        end += at.length;
-                    }
-                    _ => break,
-                }
-            }
-            let bytes = self.store.get_range(pack, start.offset, end - start.offset).await?;
-            for (id, at) in &run {
-                let from = usize::try_from(at.offset - start.offset).unwrap_or(usize::MAX);
-                let to = from.saturating_add(usize::try_from(at.length).unwrap_or(usize::MAX));
-                let sealed = bytes
-                    .get(from..to)
-                    .ok_or_else(|| RepoError::corrupt(pack, "ranged read shorter than asked"))?;
-                let plain = self.open_chunk(pack, *id, sealed)?;
-                hasher.update(&plain);
-                sink(&plain).await?;
-            }
-            i += run.len();
+    /// Reads an item chunk by chunk, so that an item of any size is never
+    /// held whole (see [`ItemReader`]).
+    pub fn reader<'a>(
+        &'a self,
+        entry: &'a CatalogEntry,
+        index: &'a HashMap<ChunkId, (String, BlobLocation)>,
+    ) -> ItemReader<'a> {
+        ItemReader {
+            repo: self,
+            entry,
+            index,
+            next: 0,
+            run: None,
+            hasher: Sha256::new(),
+            finished: false,
         }
-        if hex::encode(hasher.finalize()) != entry.sha256 {
-            return Err(RepoError::corrupt(
-                &format!("item {}", entry.item),
-                "content does not match its SHA-256",
-            ));
-        }
-        Ok(())
     }
 
     /// Keys of the entity's snapshots, oldest first (without reading them).
@@ -448,6 +412,93 @@ impl Repo {
             .open(&body[start..], key.as_bytes())
             .ok_or_else(|| RepoError::corrupt(key, "pack header fails authentication"))?;
         serde_json::from_slice(&plain).map_err(|e| RepoError::corrupt(key, e.to_string()))
+    }
+}
+
+/// An item's content, chunk by chunk in order. Chunks that lie next to each
+/// other in a pack are fetched by one ranged GET (up to 8 MiB) and opened one
+/// at a time. The SHA-256 is checked after the last chunk: on `Err` the
+/// caller must discard what it received.
+pub struct ItemReader<'a> {
+    repo: &'a Repo,
+    entry: &'a CatalogEntry,
+    index: &'a HashMap<ChunkId, (String, BlobLocation)>,
+    /// Index in `entry.chunks` of the next chunk to fetch.
+    next: usize,
+    /// The fetched run: its pack, its bytes, and the chunks still to open in it.
+    run: Option<FetchedRun>,
+    hasher: Sha256,
+    finished: bool,
+}
+
+/// A ranged read of a pack: its key, its bytes, and the chunks (id, start, end) still to open in it.
+type FetchedRun = (String, Bytes, std::collections::VecDeque<(ChunkId, usize, usize)>);
+
+impl ItemReader<'_> {
+    const MAX_RANGE: u64 = 8 * 1024 * 1024;
+
+    /// The next chunk's plaintext; `None` once the whole item was read and verified.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, RepoError> {
+        loop {
+            if let Some((pack, bytes, pending)) = &mut self.run {
+                if let Some((id, from, to)) = pending.pop_front() {
+                    let sealed = bytes
+                        .get(from..to)
+                        .ok_or_else(|| RepoError::corrupt(pack, "ranged read shorter than asked"))?;
+                    let plain = self.repo.open_chunk(pack, id, sealed)?;
+                    self.hasher.update(&plain);
+                    return Ok(Some(plain));
+                }
+                self.run = None;
+            }
+            if self.next >= self.entry.chunks.len() {
+                if !self.finished {
+                    self.finished = true;
+                    if hex::encode(self.hasher.clone().finalize()) != self.entry.sha256 {
+                        return Err(RepoError::corrupt(
+                            &format!("item {}", self.entry.item),
+                            "content does not match its SHA-256",
+                        ));
+                    }
+                }
+                return Ok(None);
+            }
+            self.fetch_run().await?;
+        }
+    }
+
+    /// Fetches the chunks from `next` on that follow each other in one pack.
+    async fn fetch_run(&mut self) -> Result<(), RepoError> {
+        let first = self.entry.chunks[self.next];
+        let (pack, start) = self
+            .index
+            .get(&first)
+            .ok_or_else(|| RepoError::MissingChunk(first.to_hex()))?;
+        let mut pending = std::collections::VecDeque::new();
+        pending.push_back((first, 0usize, usize::try_from(start.length).unwrap_or(usize::MAX)));
+        let mut end = start.offset + start.length;
+        while let Some(id) = self.entry.chunks.get(self.next + pending.len()) {
+            match self.index.get(id) {
+                Some((p, at)) if p == pack && at.offset == end && end + at.length - start.offset <= Self::MAX_RANGE => {
+                    let from = usize::try_from(at.offset - start.offset).unwrap_or(usize::MAX);
+                    pending.push_back((
+                        *id,
+                        from,
+                        from.saturating_add(usize::try_from(at.length).unwrap_or(usize::MAX)),
+                    ));
+                    end += at.length;
+                }
+                _ => break,
+            }
+        }
+        let bytes = self
+            .repo
+            .store
+            .get_range(pack, start.offset, end - start.offset)
+            .await?;
+        self.next += pending.len();
+        self.run = Some((pack.clone(), bytes, pending));
+        Ok(())
     }
 }
 

@@ -607,7 +607,7 @@ impl State {
         let mut jobs: Vec<Job> = self
             .query_all(Query::partition(acct(account)).prefix("JOB#".to_string()))
             .await?;
-        jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.created_at));
         Ok(jobs)
     }
 

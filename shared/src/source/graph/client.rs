@@ -278,14 +278,94 @@ impl GraphClient {
     async fn get(&self, path_or_url: &str, prefer: Option<&str>, stream: bool) -> Result<Got, SourceError> {
         let url = self.resolve(path_or_url)?;
         let scope = Scope::of_path(url.path());
+        self.run(&Req::get(), &url, &scope, prefer, stream).await
+    }
+
+    /// POST a JSON body to a Graph path; the answer as JSON. A throttled
+    /// request is sent again (it was refused, not done); a 5xx or a broken
+    /// connection is not, since the service may have done it: the caller
+    /// decides (a restore records the item as failed and never guesses).
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, SourceError> {
+        self.write_json(reqwest::Method::POST, path, body).await
+    }
+
+    /// PATCH a JSON body (same retry rules as [`GraphClient::post_json`]).
+    pub async fn patch_json(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, SourceError> {
+        self.write_json(reqwest::Method::PATCH, path, body).await
+    }
+
+    async fn write_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, SourceError> {
+        let url = self.resolve(path)?;
+        let scope = Scope::of_path(url.path());
+        let req = Req {
+            method,
+            body: Some(("application/json", bytes::Bytes::from(body.to_string()))),
+            content_range: None,
+            auth: true,
+            retry_transient: false,
+        };
+        match self.run(&req, &url, &scope, None, false).await? {
+            Got::Whole(b) if b.is_empty() => Ok(serde_json::Value::Null),
+            Got::Whole(b) => {
+                serde_json::from_slice(&b).map_err(|e| SourceError::Protocol(format!("unreadable response: {e}")))
+            }
+            Got::Stream(_) => Err(SourceError::Protocol("a streamed answer to a write".into())),
+        }
+    }
+
+    /// PUT one chunk to an upload session's URL (pre-authenticated: no
+    /// `Authorization` header goes with it, and it may be on another host).
+    /// Counts against `mailbox`'s limits. The session checks ranges, so a
+    /// chunk is sent again after a transient failure.
+    pub async fn put_chunk(
+        &self,
+        upload_url: &str,
+        mailbox: &str,
+        range: String,
+        chunk: bytes::Bytes,
+    ) -> Result<serde_json::Value, SourceError> {
+        let url = url::Url::parse(upload_url).map_err(|e| SourceError::Protocol(format!("bad upload url: {e}")))?;
+        if url.scheme() != "https" && url.origin() != self.resolve("/")?.origin() {
+            return Err(SourceError::Protocol("upload url is not https".into()));
+        }
+        let req = Req {
+            method: reqwest::Method::PUT,
+            body: Some(("application/octet-stream", chunk)),
+            content_range: Some(range),
+            auth: false,
+            retry_transient: true,
+        };
+        match self
+            .run(&req, &url, &Scope::Mailbox(mailbox.to_string()), Some("raw"), false)
+            .await?
+        {
+            Got::Whole(b) if b.is_empty() => Ok(serde_json::Value::Null),
+            Got::Whole(b) => Ok(serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null)),
+            Got::Stream(_) => Err(SourceError::Protocol("a streamed answer to a write".into())),
+        }
+    }
+
+    async fn run(
+        &self,
+        req: &Req,
+        url: &url::Url,
+        scope: &Scope,
+        prefer: Option<&str>,
+        stream: bool,
+    ) -> Result<Got, SourceError> {
         let (mut attempts, mut throttled_attempts, mut token_renewed) = (0u32, 0u32, false);
         loop {
-            match self.attempt(&url, &scope, prefer, stream).await? {
+            match self.attempt(req, url, scope, prefer, stream).await? {
                 Attempt::Done(value) => return Ok(Got::Whole(value)),
                 Attempt::Streaming(response, permits) => {
                     return Ok(Got::Stream(ContentStream::from_response(response, permits)));
                 }
-                Attempt::ExpiredToken if !token_renewed => {
+                Attempt::ExpiredToken if !token_renewed && req.auth => {
                     token_renewed = true;
                     self.forget_token().await;
                 }
@@ -306,13 +386,13 @@ impl GraphClient {
                         });
                     }
                     debug!(?scope, wait_ms = wait.as_millis() as u64, "throttled");
-                    self.gates.hold(&scope, wait);
+                    self.gates.hold(scope, wait);
                     self.retries.fetch_add(1, Ordering::Relaxed);
                 }
                 Attempt::Transient(reason) => {
                     attempts += 1;
-                    if attempts >= self.policy.max_attempts {
-                        warn!(path = url.path(), %reason, "giving up after retries");
+                    if attempts >= self.policy.max_attempts || !req.retry_transient {
+                        warn!(path = url.path(), %reason, attempts, "giving up");
                         return Err(SourceError::Unavailable(reason));
                     }
                     self.retries.fetch_add(1, Ordering::Relaxed);
@@ -363,6 +443,7 @@ impl GraphClient {
 
     async fn attempt(
         &self,
+        req: &Req,
         url: &url::Url,
         scope: &Scope,
         prefer: Option<&str>,
@@ -379,21 +460,25 @@ impl GraphClient {
         };
         // Honour any Retry-After that arrived while this request waited for a permit.
         self.gates.wait_open(scope).await;
-        let token = self.token().await?;
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let response = self
-            .http
-            .get(url.clone())
-            .bearer_auth(token.expose())
-            .header(
+        let mut request = self.http.request(req.method.clone(), url.clone());
+        if req.auth {
+            let token = self.token().await?;
+            request = request.bearer_auth(token.expose()).header(
                 "Prefer",
                 match prefer {
                     Some(p) if p != "raw" => format!("IdType=\"ImmutableId\", {p}"),
                     _ => "IdType=\"ImmutableId\"".to_string(),
                 },
-            )
-            .send()
-            .await;
+            );
+        }
+        if let Some((content_type, body)) = &req.body {
+            request = request.header("Content-Type", *content_type).body(body.clone());
+        }
+        if let Some(range) = &req.content_range {
+            request = request.header("Content-Range", range);
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let response = request.send().await;
         let response = match response {
             Ok(r) => r,
             Err(e) => return Ok(Attempt::Transient(format!("request failed: {}", without_url(&e)))),
@@ -447,6 +532,28 @@ impl GraphClient {
             404 => return Err(SourceError::NotFound { code, message }),
             _ => return Err(SourceError::Api { status, code, message }),
         })
+    }
+}
+
+/// What is sent: GETs carry nothing; writes a body, and upload chunks no token.
+struct Req {
+    method: reqwest::Method,
+    body: Option<(&'static str, bytes::Bytes)>,
+    content_range: Option<String>,
+    auth: bool,
+    /// Send again after a 5xx or a broken connection (safe for reads and ranged chunks).
+    retry_transient: bool,
+}
+
+impl Req {
+    fn get() -> Self {
+        Self {
+            method: reqwest::Method::GET,
+            body: None,
+            content_range: None,
+            auth: true,
+            retry_transient: true,
+        }
     }
 }
 
