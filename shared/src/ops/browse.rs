@@ -436,6 +436,7 @@ pub fn merge_results(mut acc: Vec<Found>, more: Vec<Found>, keep: usize) -> Vec<
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::repo::{CatalogEntry, CatalogSegment, Snapshot};

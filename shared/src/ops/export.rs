@@ -313,30 +313,36 @@ async fn build(ctx: &Context, job: &Job) -> Result<(), JobError> {
     .await?;
     info!(job = %job.id, bytes = size, entries, "export done");
     if !job.notify.is_empty() {
-        let email = crate::notify::Email {
-            to: job.notify.clone(),
-            subject: format!("Your Strata export is ready ({} items)", job.done),
-            text: format!(
-                "Your export of {} items ({} failed) is ready.\n\nDownload it here until {}:\n{}\n",
-                job.done,
-                job.failed,
-                expires_at.format("%Y-%m-%d %H:%M UTC"),
-                download_url
-            ),
-            html: format!(
-                "<p>Your export of {} items ({} failed) is ready.</p><p><a href=\"{}\">Download the zip</a> (until {}).</p>",
-                job.done,
-                job.failed,
-                crate::notify::html_escape(&download_url),
-                expires_at.format("%Y-%m-%d %H:%M UTC")
-            ),
-        };
+        let email = export_email(&job, &download_url, expires_at);
         // The zip is there and the job says so: a failed e-mail is logged, not retried forever.
         if let Err(e) = ctx.mailer.send(&email).await {
             warn!(job = %job.id, error = %e, "export e-mail not sent");
         }
     }
     Ok(())
+}
+
+/// The e-mail that carries an export's download link.
+pub fn export_email(job: &Job, link: &str, expires_at: DateTime<Utc>) -> crate::notify::Email {
+    let until = expires_at.format("%Y-%m-%d %H:%M UTC");
+    let size = job.result.as_ref().map_or(0, |r| r.bytes);
+    crate::notify::Email {
+        to: job.notify.clone(),
+        subject: format!("Your Strata export is ready ({} items)", job.done),
+        text: format!(
+            "Your export of {} items ({} failed, {:.1} MB) is ready.\n\nDownload it until {until}:\n{link}\n\nThe link works for anyone who has it: do not forward this e-mail.\n",
+            job.done,
+            job.failed,
+            size as f64 / 1e6
+        ),
+        html: format!(
+            "<p>Your export of {} items ({} failed, {:.1} MB) is ready.</p><p><a href=\"{}\">Download the zip</a> (until {until}).</p><p>The link works for anyone who has it: do not forward this e-mail.</p>",
+            job.done,
+            job.failed,
+            size as f64 / 1e6,
+            crate::notify::html_escape(link)
+        ),
+    }
 }
 
 /// A random token for an export's download link.
@@ -499,6 +505,7 @@ async fn feed(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

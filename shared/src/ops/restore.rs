@@ -495,6 +495,7 @@ impl<'a> Folders<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -27,6 +27,9 @@ pub(crate) struct PageState {
 }
 
 /// Handles one Graph request: token, fault, throttle, then the resource.
+/// An upload URL (`/upload/outlook/{session}`) is pre-authenticated: its
+/// session names the app and the mailbox it counts against.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn handle(
     shared: &Arc<Shared>,
     method: &Method,
@@ -34,46 +37,39 @@ pub(crate) async fn handle(
     segments: &[&str],
     query: Option<&str>,
     headers: &HeaderMap,
+    body: &[u8],
     flight: &mut Flight,
 ) -> Outcome {
     if let ["v1.0", "users", id, _, ..] = segments {
         flight.entry.mailbox = Some(id.to_string());
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .unwrap_or_default();
+    let upload_session = match segments {
+        ["upload", "outlook", sid] => Some(sid.to_string()),
+        _ => None,
+    };
     let fault;
     let mut rate_limit = None;
+    let app;
     {
         let mut inner = shared.lock();
-        if token.is_empty() {
-            return graph_error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                "Access token is empty.",
-            );
-        }
-        let Some(issued) = inner.tokens.get(token) else {
-            return graph_error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                "CompactToken parsing failed with error code: 80049217",
-            );
+        let scope = match &upload_session {
+            Some(sid) => match crate::upload::authorize(&inner, sid, headers) {
+                Ok((session_app, owner)) => {
+                    flight.entry.client_id = Some(session_app.clone());
+                    flight.entry.mailbox = Some(owner.clone());
+                    app = session_app;
+                    Some(Scope::Mailbox(owner))
+                }
+                Err(outcome) => return outcome,
+            },
+            None => match bearer_app(&inner, headers, flight) {
+                Ok(token_app) => {
+                    app = token_app;
+                    scope_of(&inner, segments)
+                }
+                Err(outcome) => return outcome,
+            },
         };
-        let app = issued.client_id.clone();
-        let expired = issued.expires <= Instant::now();
-        flight.entry.client_id = Some(app.clone());
-        if expired {
-            return graph_error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                "Access token has expired or is not yet valid.",
-            );
-        }
-        let scope = scope_of(&inner, segments);
         flight.entry.throttle_scope = scope.as_ref().map(Scope::label);
         fault = inner.faults.pick(path);
         if let Some(FaultKind::Status {
@@ -99,11 +95,18 @@ pub(crate) async fn handle(
         if let (true, Some(scope)) = (shared.options.throttle, &scope) {
             let licensed = inner.licensed;
             let cost = ru_cost(segments, query);
-            match inner.throttle.admit(&app, scope, cost, licensed, Instant::now()) {
+            let upload = match *method {
+                Method::POST | Method::PUT | Method::PATCH => body.len() as u64,
+                _ => 0,
+            };
+            match inner
+                .throttle
+                .admit_upload(&app, scope, cost, upload, licensed, Instant::now())
+            {
                 Ok(limit) => {
                     rate_limit = limit;
                     if matches!(scope, Scope::Mailbox(_)) {
-                        flight.slot = Some((app, scope.clone()));
+                        flight.slot = Some((app.clone(), scope.clone()));
                     }
                 }
                 Err(refusal) => return throttled(&refusal),
@@ -118,14 +121,11 @@ pub(crate) async fn handle(
             "The operation timed out.",
         );
     }
-    let mut outcome = if *method == Method::GET {
-        serve(shared, segments, query, headers)
-    } else {
-        graph_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "Request_BadRequest",
-            &format!("The HTTP method '{method}' is not supported by the fake for this resource."),
-        )
+    let mut outcome = match (&upload_session, method) {
+        (Some(sid), _) => crate::upload::serve(shared, method, sid, headers, body),
+        (None, &Method::GET) => serve(shared, segments, query, headers),
+        (None, &Method::POST | &Method::PATCH) => crate::restore::serve(shared, &app, method, segments, headers, body),
+        (None, _) => method_not_allowed(method),
     };
     if let Some(limit) = rate_limit {
         outcome.headers.push(("ratelimit-limit", limit.limit.to_string()));
@@ -136,6 +136,47 @@ pub(crate) async fn handle(
     }
     outcome.truncate = fault == Some(FaultKind::Truncate);
     outcome
+}
+
+pub(crate) fn method_not_allowed(method: &Method) -> Outcome {
+    graph_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Request_BadRequest",
+        &format!("The HTTP method '{method}' is not supported by the fake for this resource."),
+    )
+}
+
+/// The app of a valid, unexpired bearer token, or the 401.
+fn bearer_app(inner: &Inner, headers: &HeaderMap, flight: &mut Flight) -> Result<String, Outcome> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .unwrap_or_default();
+    if token.is_empty() {
+        return Err(graph_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Access token is empty.",
+        ));
+    }
+    let Some(issued) = inner.tokens.get(token) else {
+        return Err(graph_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "CompactToken parsing failed with error code: 80049217",
+        ));
+    };
+    flight.entry.client_id = Some(issued.client_id.clone());
+    if issued.expires <= Instant::now() {
+        return Err(graph_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Access token has expired or is not yet valid.",
+        ));
+    }
+    Ok(issued.client_id.clone())
 }
 
 fn throttled(refusal: &Refusal) -> Outcome {
@@ -599,7 +640,7 @@ fn entity(
     Outcome::ok(v)
 }
 
-fn user_not_found(id: &str) -> Outcome {
+pub(crate) fn user_not_found(id: &str) -> Outcome {
     graph_error(
         StatusCode::NOT_FOUND,
         "Request_ResourceNotFound",
@@ -607,11 +648,19 @@ fn user_not_found(id: &str) -> Outcome {
     )
 }
 
-fn no_mailbox() -> Outcome {
+pub(crate) fn no_mailbox() -> Outcome {
     graph_error(
         StatusCode::NOT_FOUND,
         "MailboxNotEnabledForRESTAPI",
         "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
+    )
+}
+
+pub(crate) fn item_not_found() -> Outcome {
+    graph_error(
+        StatusCode::NOT_FOUND,
+        "ErrorItemNotFound",
+        "The specified object was not found in the store.",
     )
 }
 
@@ -818,13 +867,7 @@ fn serve_mail(
         return no_mailbox();
     };
     let hidden = p.get("includeHiddenFolders").is_some_and(|v| v == "true");
-    let not_found = || {
-        graph_error(
-            StatusCode::NOT_FOUND,
-            "ErrorItemNotFound",
-            "The specified object was not found in the store.",
-        )
-    };
+    let not_found = item_not_found;
     let user_base = format!("{base}/v1.0/users/{user}");
     let folder_listing = |path: String| Listing {
         path,
@@ -936,6 +979,29 @@ fn serve_mail(
             Some(m) => Outcome::raw(m.mime.clone(), "text/plain"),
             None => not_found(),
         },
+        ["messages", mid, "attachments"] => match mailbox.items.iter().find(|m| m.id == *mid) {
+            Some(m) => {
+                let value: Vec<Value> = m
+                    .attachments
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| mail::attachment_json(&m.id, i, a, true))
+                    .collect();
+                Outcome::ok(json!({
+                    "@odata.context": format!("{base}/v1.0/$metadata#users('{owner}')/messages('{mid}')/attachments"),
+                    "value": value,
+                }))
+            }
+            None => not_found(),
+        },
+        ["messages", mid, "attachments", aid] => {
+            let found = mailbox.items.iter().find(|m| m.id == *mid).and_then(|m| {
+                (0..m.attachments.len())
+                    .find(|i| mail::attachment_id(&m.id, *i) == *aid)
+                    .map(|i| mail::attachment_json(&m.id, i, &m.attachments[i], true))
+            });
+            found.map(Outcome::ok).unwrap_or_else(not_found)
+        }
         _ => graph_error(StatusCode::BAD_REQUEST, "BadRequest", "Unsupported mail resource."),
     }
 }

@@ -7,6 +7,16 @@
 //! tests can run many at once. Both the token endpoint (`login_url`) and Graph
 //! (`graph_url`) are served at [`FakeM365::url`].
 //!
+//! Besides GETs, the fake takes the writes of a mail restore (§A4 "Restore",
+//! "Create a folder"): `POST /users/{u}/mailFolders`, `.../childFolders`,
+//! `.../mailFolders/{fid}/messages` (base64 MIME as `text/plain`: always a
+//! draft; or JSON with `singleValueExtendedProperties`), `POST
+//! /messages/{mid}/attachments` (at most 3 MiB), `.../createUploadSession`
+//! (then PUT chunks of at most 4 MiB to the pre-authenticated `uploadUrl`,
+//! `{url}/upload/outlook/{session}`), and `PATCH /messages/{mid}` (isRead, flag).
+//! They pass the same token check, faults and throttling as GETs, plus the
+//! Outlook upload budget (150 MB of POST/PUT/PATCH bodies per mailbox per 5 minutes).
+//!
 //! Control endpoints (never logged, no token needed):
 //! - `GET /_fake/faults`, `POST /_fake/faults` (a [`Faults`] JSON);
 //! - `GET /_fake/requests` (the [`LoggedRequest`] log), `DELETE /_fake/requests`;
@@ -14,18 +24,26 @@
 //! - `POST /_fake/users` (`{"userPrincipalName", "displayName"?, "id"?, "kind"?}`),
 //!   `DELETE /_fake/users/{id or UPN}`.
 
+mod compose;
 mod faults;
 mod graph;
 mod mail;
+mod restore;
 mod server;
 mod tenant;
 mod throttle;
 mod token;
+mod upload;
 
 pub use faults::{FaultKind, FaultRule, Faults};
-pub use mail::{Folder, MailItem, Mailbox};
+pub use mail::{Address, Attachment, Composed, Folder, MailItem, Mailbox};
+pub use restore::MAX_ATTACHMENT_BYTES;
 pub use tenant::{Message, Site, Sizes, Tenant, User, UserKind};
-pub use throttle::{MAILBOX_CONCURRENCY, MAILBOX_REQUESTS_PER_WINDOW, MAILBOX_WINDOW, RU_WINDOW, ru_per_minute};
+pub use throttle::{
+    MAILBOX_CONCURRENCY, MAILBOX_REQUESTS_PER_WINDOW, MAILBOX_UPLOAD_BYTES_PER_WINDOW, MAILBOX_UPLOAD_WINDOW,
+    MAILBOX_WINDOW, RU_WINDOW, ru_per_minute,
+};
+pub use upload::{MAX_UPLOAD_CHUNK_BYTES, MAX_UPLOAD_SESSION_BYTES};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -199,6 +217,16 @@ impl FakeM365 {
     /// Forgets the mailbox's sync states: the next delta with an old token gets `syncStateNotFound`.
     pub fn expire_sync_states(&self, user: &str) {
         self.with_mailbox(user, Mailbox::expire_sync_states);
+    }
+    /// The `A/B/C` path of a folder of the user's mailbox.
+    pub fn folder_path_of(&self, user: &str, folder_id: &str) -> Option<String> {
+        self.with_mailbox(user, |m| m.path_of(folder_id)).flatten()
+    }
+    /// The messages of the folder at exactly this path (e.g.
+    /// `Restored 2026-11-25 10:00/Inbox/Projects`), in arrival order; empty without one.
+    pub fn messages_in(&self, user: &str, folder_path: &str) -> Vec<MailItem> {
+        self.with_mailbox(user, |m| m.messages_in(folder_path))
+            .unwrap_or_default()
     }
     /// A copy of the user's mailbox (folders and messages).
     pub fn mailbox(&self, user: &str) -> Option<Mailbox> {

@@ -20,14 +20,84 @@ pub struct Folder {
 pub struct MailItem {
     pub id: String,
     pub folder_id: String,
+    /// The RFC 822 message `$value` returns (synthesized from [`MailItem::composed`]
+    /// for a message created from JSON, and regenerated when an attachment is added).
     pub mime: bytes::Bytes,
     pub is_read: bool,
     pub flagged: bool,
+    /// Created through Graph as a draft (MIME create, or JSON create without
+    /// `PR_MESSAGE_FLAGS` cleared of MSGFLAG_UNSENT). Delivered messages: false.
+    pub is_draft: bool,
+    /// `receivedDateTime` when set (ISO 8601); otherwise the MIME `Date` header.
+    pub received: Option<String>,
+    /// `sentDateTime` when set (ISO 8601); otherwise the MIME `Date` header.
+    pub sent: Option<String>,
+    /// Attachments added through Graph (`/attachments`, upload sessions), in order.
+    pub attachments: Vec<Attachment>,
+    /// The fields of a message created from JSON (None: from MIME).
+    pub composed: Option<Composed>,
     /// Sequence number of the last change.
     pub seq: u64,
     /// Sequence number of its arrival: the stable order of delta pages.
     pub created_seq: u64,
     pub change_key: u64,
+}
+
+/// A file attachment added through Graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    pub name: String,
+    pub content_type: String,
+    pub bytes: bytes::Bytes,
+    pub is_inline: bool,
+    pub content_id: Option<String>,
+}
+
+/// An `emailAddress` of a recipient.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Address {
+    pub name: String,
+    pub address: String,
+}
+
+/// The fields of a message created from JSON (`POST .../messages`, application/json).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Composed {
+    pub subject: String,
+    /// `body.contentType` is `html`.
+    pub body_html: bool,
+    pub body: String,
+    pub from: Option<Address>,
+    pub sender: Option<Address>,
+    pub to: Vec<Address>,
+    pub cc: Vec<Address>,
+    pub bcc: Vec<Address>,
+    pub reply_to: Vec<Address>,
+    /// As given, or generated (`<...@fake-m365>`).
+    pub internet_message_id: String,
+    /// `low`, `normal` or `high`.
+    pub importance: String,
+    pub categories: Vec<String>,
+}
+
+/// A message to store: everything but its id and sequence numbers.
+#[derive(Debug, Clone, Default)]
+pub struct NewItem {
+    pub mime: bytes::Bytes,
+    pub is_read: bool,
+    pub flagged: bool,
+    pub is_draft: bool,
+    pub received: Option<String>,
+    pub sent: Option<String>,
+    pub composed: Option<Composed>,
+}
+
+/// Why a folder could not be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FolderError {
+    EmptyName,
+    ParentNotFound,
+    Exists,
 }
 
 /// A message left a folder (deleted, or moved elsewhere) at `seq`.
@@ -122,22 +192,101 @@ impl Mailbox {
     }
 
     pub fn add(&mut self, folder_path: &str, mime: impl Into<bytes::Bytes>) -> String {
-        let mime = mime.into();
         let folder_id = self.folder_path(folder_path);
+        let item = NewItem {
+            mime: mime.into(),
+            ..NewItem::default()
+        };
+        self.insert(&folder_id, item).id.clone()
+    }
+
+    /// Stores a message in the folder with this id (the caller checked it exists).
+    pub fn insert(&mut self, folder_id: &str, new: NewItem) -> &MailItem {
         self.next_id += 1;
         let id = opaque("M", &self.owner, self.next_id);
         let seq = self.bump();
         self.items.push(MailItem {
-            id: id.clone(),
-            folder_id,
-            mime,
-            is_read: false,
-            flagged: false,
+            id,
+            folder_id: folder_id.to_string(),
+            mime: new.mime,
+            is_read: new.is_read,
+            flagged: new.flagged,
+            is_draft: new.is_draft,
+            received: new.received,
+            sent: new.sent,
+            attachments: Vec::new(),
+            composed: new.composed,
             seq,
             created_seq: seq,
             change_key: seq,
         });
-        id
+        &self.items[self.items.len() - 1]
+    }
+
+    /// Applies `change` to a message as one change (new `changeKey`, seen by delta).
+    pub fn update<T>(&mut self, id: &str, change: impl FnOnce(&mut MailItem) -> T) -> Option<T> {
+        let pos = self.items.iter().position(|m| m.id == id)?;
+        let seq = self.bump();
+        let item = &mut self.items[pos];
+        let out = change(item);
+        item.seq = seq;
+        item.change_key = seq;
+        Some(out)
+    }
+
+    /// A folder under `parent` (None: the top level), unless a sibling has the
+    /// same name without regard to case.
+    pub fn create_folder(&mut self, parent: Option<&str>, name: &str, hidden: bool) -> Result<Folder, FolderError> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(FolderError::EmptyName);
+        }
+        if parent.is_some_and(|p| !self.folders.iter().any(|f| f.id == p)) {
+            return Err(FolderError::ParentNotFound);
+        }
+        let taken = self
+            .folders
+            .iter()
+            .any(|f| f.parent_id.as_deref() == parent && f.display_name.to_lowercase() == name.to_lowercase());
+        if taken {
+            return Err(FolderError::Exists);
+        }
+        self.next_id += 1;
+        let folder = Folder {
+            id: opaque("F", &self.owner, self.next_id),
+            parent_id: parent.map(str::to_string),
+            display_name: name.to_string(),
+            hidden,
+        };
+        self.bump();
+        self.folders.push(folder.clone());
+        Ok(folder)
+    }
+
+    /// The `A/B/C` path of a folder.
+    pub fn path_of(&self, folder_id: &str) -> Option<String> {
+        let mut names = Vec::new();
+        let mut current = Some(folder_id.to_string());
+        while let Some(id) = current {
+            let f = self.folders.iter().find(|f| f.id == id)?;
+            names.push(f.display_name.clone());
+            current = f.parent_id.clone();
+            if names.len() > self.folders.len() {
+                return None;
+            }
+        }
+        names.reverse();
+        Some(names.join("/"))
+    }
+
+    /// The messages of the folder at exactly this path, in arrival order.
+    pub fn messages_in(&self, folder_path: &str) -> Vec<MailItem> {
+        let Some(id) = self.find_folder(folder_path) else {
+            return Vec::new();
+        };
+        let mut items: Vec<MailItem> = self.items.iter().filter(|m| m.folder_id == id).cloned().collect();
+        items.sort_by_key(|m| m.created_seq);
+        items
     }
 
     pub fn delete(&mut self, id: &str) -> bool {
@@ -173,14 +322,7 @@ impl Mailbox {
     }
 
     pub fn set_read(&mut self, id: &str, read: bool) -> bool {
-        let seq = self.bump();
-        let Some(item) = self.items.iter_mut().find(|m| m.id == id) else {
-            return false;
-        };
-        item.is_read = read;
-        item.seq = seq;
-        item.change_key = seq;
-        true
+        self.update(id, |m| m.is_read = read).is_some()
     }
 
     /// Renames the folder at `path` (its id and its messages' stay).
@@ -304,6 +446,14 @@ pub fn headers(mime: &[u8]) -> HashMap<String, String> {
             current = Some(key);
         }
     }
+    // Graph shows the subject decoded (RFC 2047 encoded words).
+    if out.get("subject").is_some_and(|s| s.contains("=?"))
+        && let Some(subject) = mail_parser::MessageParser::default()
+            .parse_headers(format!("{head}\r\n\r\n").as_bytes())
+            .and_then(|m| m.subject().map(str::to_string))
+    {
+        out.insert("subject".into(), subject);
+    }
     out
 }
 
@@ -317,34 +467,92 @@ fn address(v: &str) -> Value {
     }
 }
 
+fn address_json(a: &Address) -> Value {
+    json!({"emailAddress": {"name": a.name, "address": a.address}})
+}
+
+fn iso(d: chrono::DateTime<chrono::FixedOffset>) -> String {
+    d.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 /// A message resource as delta and GET return it.
 pub fn message_json(m: &MailItem) -> Value {
     let h = headers(&m.mime);
     let date = h
         .get("date")
         .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
-        .map(|d| d.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .map(iso)
         .unwrap_or_else(|| "2026-01-01T00:00:00Z".into());
-    let to: Vec<Value> = h
-        .get("to")
-        .map(|t| t.split(',').map(address).collect())
-        .unwrap_or_default();
-    json!({
+    let list = |name: &str| -> Vec<Value> {
+        h.get(name)
+            .map(|t| t.split(',').filter(|a| !a.trim().is_empty()).map(address).collect())
+            .unwrap_or_default()
+    };
+    let mime_attachments = h
+        .get("content-type")
+        .is_some_and(|c| c.to_ascii_lowercase().contains("multipart/mixed"));
+    let mut v = json!({
         "@odata.type": "#microsoft.graph.message",
         "id": m.id,
         "changeKey": format!("CQAAAB{}", m.change_key),
         "parentFolderId": m.folder_id,
         "subject": h.get("subject").cloned().unwrap_or_default(),
         "from": h.get("from").map(|f| address(f)).unwrap_or(Value::Null),
-        "toRecipients": to,
-        "receivedDateTime": date,
-        "sentDateTime": date,
+        "toRecipients": list("to"),
+        "ccRecipients": list("cc"),
+        "receivedDateTime": m.received.clone().unwrap_or_else(|| date.clone()),
+        "sentDateTime": m.sent.clone().unwrap_or(date),
         "internetMessageId": h.get("message-id").cloned(),
-        "hasAttachments": h.get("content-type").is_some_and(|c| c.to_ascii_lowercase().contains("multipart/mixed")),
+        "hasAttachments": !m.attachments.is_empty() || mime_attachments,
         "isRead": m.is_read,
-        "isDraft": false,
+        "isDraft": m.is_draft,
         "flag": {"flagStatus": if m.flagged { "flagged" } else { "notFlagged" }},
-    })
+    });
+    if let Some(c) = &m.composed {
+        v["subject"] = json!(c.subject);
+        v["from"] = c.from.as_ref().map(address_json).unwrap_or(Value::Null);
+        v["sender"] = c
+            .sender
+            .as_ref()
+            .or(c.from.as_ref())
+            .map(address_json)
+            .unwrap_or(Value::Null);
+        v["toRecipients"] = json!(c.to.iter().map(address_json).collect::<Vec<_>>());
+        v["ccRecipients"] = json!(c.cc.iter().map(address_json).collect::<Vec<_>>());
+        v["bccRecipients"] = json!(c.bcc.iter().map(address_json).collect::<Vec<_>>());
+        v["replyTo"] = json!(c.reply_to.iter().map(address_json).collect::<Vec<_>>());
+        v["internetMessageId"] = json!(c.internet_message_id);
+        v["importance"] = json!(c.importance);
+        v["categories"] = json!(c.categories);
+        v["body"] = json!({"contentType": if c.body_html { "html" } else { "text" }, "content": c.body});
+    }
+    v
+}
+
+/// An attachment's id: stable, as attachments are only ever appended.
+pub fn attachment_id(message_id: &str, index: usize) -> String {
+    format!(
+        "{message_id}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("attachment:{index}"))
+    )
+}
+
+/// An attachment resource; `contentBytes` only when `with_content`.
+pub fn attachment_json(message_id: &str, index: usize, a: &Attachment, with_content: bool) -> Value {
+    let mut v = json!({
+        "@odata.type": "#microsoft.graph.fileAttachment",
+        "id": attachment_id(message_id, index),
+        "name": a.name,
+        "contentType": a.content_type,
+        "size": a.bytes.len(),
+        "isInline": a.is_inline,
+        "contentId": a.content_id,
+        "lastModifiedDateTime": "2026-01-01T00:00:00Z",
+    });
+    if with_content {
+        v["contentBytes"] = json!(base64::engine::general_purpose::STANDARD.encode(&a.bytes));
+    }
+    v
 }
 
 /// One page of a folder's message delta: the next state, or `None` when the round is over.

@@ -9,7 +9,7 @@ use crate::throttle::{Scope, Throttle};
 use crate::{LoggedRequest, Options};
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -42,6 +42,8 @@ pub(crate) struct Inner {
     seq: u64,
     /// The state behind each opaque `$skiptoken`.
     pub pages: HashMap<String, PageState>,
+    /// Attachment upload sessions by their opaque id (the last segment of `uploadUrl`).
+    pub uploads: HashMap<String, crate::upload::Session>,
 }
 
 impl Inner {
@@ -137,6 +139,7 @@ impl Shared {
             log: Vec::new(),
             seq: 0,
             pages: HashMap::new(),
+            uploads: HashMap::new(),
         };
         for u in users {
             inner.add_user(u);
@@ -154,8 +157,16 @@ impl Shared {
     }
 }
 
+/// The largest request body read (above axum's 2 MB default): a 4 MiB upload
+/// chunk, a base64 attachment over 3 MiB or a large MIME message must reach the
+/// handlers, which answer Graph's own errors.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new().fallback(handle).with_state(shared)
+    Router::new()
+        .fallback(handle)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(shared)
 }
 
 // ----- responses -----
@@ -381,6 +392,7 @@ async fn handle(
                 &segments,
                 query.as_deref(),
                 &headers,
+                &body,
                 &mut flight,
             )
             .await

@@ -3,7 +3,8 @@
 //!
 //! Scopes are keyed per app (the client id of the token):
 //! - Outlook, per app per mailbox (the user's id, a UPN in the path resolved to it):
-//!   4 concurrent requests, 10,000 requests per sliding 10 minutes;
+//!   4 concurrent requests, 10,000 requests per sliding 10 minutes, 150 MB
+//!   uploaded (POST, PUT, PATCH bodies) per sliding 5 minutes;
 //! - SharePoint and OneDrive, per app per tenant: resource units per fixed
 //!   minute by the tenant's licence count.
 //!
@@ -18,6 +19,9 @@ pub const MAILBOX_CONCURRENCY: usize = 4;
 /// Exchange: 10,000 requests per 10 minutes per app per mailbox (§A8).
 pub const MAILBOX_REQUESTS_PER_WINDOW: usize = 10_000;
 pub const MAILBOX_WINDOW: Duration = Duration::from_secs(600);
+/// Exchange: 150 MB uploaded (POST, PUT, PATCH) per 5 minutes per app per mailbox (§A8).
+pub const MAILBOX_UPLOAD_BYTES_PER_WINDOW: u64 = 150 * 1024 * 1024;
+pub const MAILBOX_UPLOAD_WINDOW: Duration = Duration::from_secs(300);
 /// SharePoint/OneDrive resource units are counted per minute (§A8).
 pub const RU_WINDOW: Duration = Duration::from_secs(60);
 /// `RateLimit-*` headers appear past this share of the minute's budget (§A8).
@@ -74,6 +78,9 @@ pub(crate) struct RateLimit {
 struct MailboxState {
     recent: VecDeque<Instant>,
     in_flight: usize,
+    /// Bodies of admitted POST, PUT and PATCH requests: (arrival, bytes).
+    uploads: VecDeque<(Instant, u64)>,
+    uploaded: u64,
 }
 
 struct RuWindow {
@@ -109,13 +116,29 @@ impl Throttle {
         d.mul_f64(self.scale)
     }
 
-    /// Admits a request or refuses it. An admitted Outlook request holds one
-    /// of the mailbox's concurrency slots until [`Throttle::release`].
+    /// Admits a request that uploads nothing (see [`Throttle::admit_upload`]).
+    #[cfg(test)]
     pub fn admit(
         &mut self,
         app: &str,
         scope: &Scope,
         cost: u64,
+        licensed: usize,
+        now: Instant,
+    ) -> Result<Option<RateLimit>, Refusal> {
+        self.admit_upload(app, scope, cost, 0, licensed, now)
+    }
+
+    /// Admits a request or refuses it. An admitted Outlook request holds one
+    /// of the mailbox's concurrency slots until [`Throttle::release`]; the
+    /// `upload` bytes (the body of a POST, PUT or PATCH) count against the
+    /// mailbox's upload budget.
+    pub fn admit_upload(
+        &mut self,
+        app: &str,
+        scope: &Scope,
+        cost: u64,
+        upload: u64,
         licensed: usize,
         now: Instant,
     ) -> Result<Option<RateLimit>, Refusal> {
@@ -131,7 +154,7 @@ impl Throttle {
             self.closed.remove(&key);
         }
         let result = match scope {
-            Scope::Mailbox(_) => self.admit_mailbox(&key, now).map(|()| None),
+            Scope::Mailbox(_) => self.admit_mailbox(&key, upload, now).map(|()| None),
             Scope::SharePoint => self.admit_sharepoint(app, cost, licensed, now),
         };
         if let Err(refusal) = &result {
@@ -141,9 +164,17 @@ impl Throttle {
         result
     }
 
-    fn admit_mailbox(&mut self, key: &Key, now: Instant) -> Result<(), Refusal> {
+    fn admit_mailbox(&mut self, key: &Key, upload: u64, now: Instant) -> Result<(), Refusal> {
         let window = self.scaled(MAILBOX_WINDOW);
+        let upload_window = self.scaled(MAILBOX_UPLOAD_WINDOW);
         let state = self.mailboxes.entry(key.clone()).or_default();
+        while let Some((t, n)) = state.uploads.front().copied() {
+            if now.saturating_duration_since(t) < upload_window {
+                break;
+            }
+            state.uploads.pop_front();
+            state.uploaded -= n;
+        }
         while state
             .recent
             .front()
@@ -166,8 +197,29 @@ impl Throttle {
                 retry_after: ceil_secs(window.saturating_sub(now.saturating_duration_since(oldest))),
             });
         }
+        if upload > 0 && state.uploaded + upload > MAILBOX_UPLOAD_BYTES_PER_WINDOW {
+            // Free once enough of the oldest uploads have left the window.
+            let mut freed = 0;
+            let mut until = now;
+            for (t, n) in &state.uploads {
+                freed += n;
+                until = *t + upload_window;
+                if state.uploaded - freed + upload <= MAILBOX_UPLOAD_BYTES_PER_WINDOW {
+                    break;
+                }
+            }
+            return Err(Refusal {
+                code: "ApplicationThrottled",
+                message: "Application is over its MailboxUploadSize limit.",
+                retry_after: ceil_secs(until.saturating_duration_since(now)),
+            });
+        }
         state.recent.push_back(now);
         state.in_flight += 1;
+        if upload > 0 {
+            state.uploads.push_back((now, upload));
+            state.uploaded += upload;
+        }
         Ok(())
     }
 
@@ -293,6 +345,29 @@ mod tests {
             .admit(APP, &mailbox(), 1, 10, t0 + Duration::from_secs(100))
             .expect_err("over");
         assert_eq!(refusal.retry_after, 500);
+    }
+
+    #[test]
+    fn one_hundred_fifty_megabytes_per_five_minutes() {
+        let mut t = Throttle::new(1.0);
+        let t0 = Instant::now();
+        let mib = 1024 * 1024;
+        for i in 0..37 {
+            let at = t0 + Duration::from_secs(i);
+            t.admit_upload(APP, &mailbox(), 1, 4 * mib, 10, at)
+                .expect("within budget");
+            t.release(APP, &mailbox());
+        }
+        let at = t0 + Duration::from_secs(100);
+        assert!(t.admit(APP, &mailbox(), 1, 10, at).is_ok(), "a GET uploads nothing");
+        t.release(APP, &mailbox());
+        let refusal = t
+            .admit_upload(APP, &mailbox(), 1, 4 * mib, 10, at)
+            .expect_err("148 MiB + 4 MiB");
+        assert_eq!(refusal.message, "Application is over its MailboxUploadSize limit.");
+        assert_eq!(refusal.retry_after, 200, "the oldest upload leaves the window at 300 s");
+        let later = t0 + Duration::from_secs(302);
+        assert!(t.admit_upload(APP, &mailbox(), 1, 4 * mib, 10, later).is_ok());
     }
 
     #[test]

@@ -101,10 +101,10 @@ mod tests {
         assert_eq!(p, "alice/Inbox/_con.txt.eml");
         let long = "é".repeat(200);
         let (p, _) = n.path(&["alice"], &long, ".eml");
-        let last = p.rsplit('/').next().unwrap();
+        let last = p.rsplit('/').next().expect("a last component");
         assert!(last.len() <= MAX_COMPONENT_BYTES && last.ends_with(".eml"));
         let (p, _) = n.path(&["alice"], &long, ".eml");
-        let last = p.rsplit('/').next().unwrap();
+        let last = p.rsplit('/').next().expect("a last component");
         assert!(
             last.len() <= MAX_COMPONENT_BYTES && last.ends_with(" (2).eml"),
             "{last}"
