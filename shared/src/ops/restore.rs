@@ -154,7 +154,19 @@ async fn run(ctx: &Context, job: &Job, budget: &Budget) -> Result<(), JobError> 
                 return pause(ctx, job, &mut progress, Some(retry_after.unwrap_or(THROTTLED_PAUSE))).await;
             }
             Err(ItemError::Fatal(e)) => return Err(e),
-            Err(ItemError::Item(reason)) => progress.fail(&source, entry, reason),
+            Err(ItemError::Item(reason)) => {
+                // Recorded too: a continuation goes on past it, and the job's counts add up
+                // (done + failed = total). The failures list names it for a new restore.
+                ctx.state
+                    .record_job_item(
+                        &job.account_id,
+                        &job.id,
+                        &key,
+                        &json!({"item": entry.item, "failed": reason}),
+                    )
+                    .await?;
+                progress.fail(&source, entry, reason);
+            }
         }
         since_save += 1;
         if since_save >= PROGRESS_EVERY {

@@ -36,7 +36,7 @@ mod token;
 mod upload;
 
 pub use faults::{FaultKind, FaultRule, Faults};
-pub use mail::{Address, Attachment, Composed, Folder, MailItem, Mailbox};
+pub use mail::{Address, Attachment, Composed, Folder, MailItem, Mailbox, headers as headers_of};
 pub use restore::MAX_ATTACHMENT_BYTES;
 pub use tenant::{Message, Site, Sizes, Tenant, User, UserKind};
 pub use throttle::{
