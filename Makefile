@@ -67,12 +67,13 @@ package: $(VENV)/.package-installed
 unit: venv
 	$(CARGO) test --workspace --quiet
 
-## bench: the backup benchmark through the local stack, the packaged functions' sizes and cold starts; one `name: value unit` per line (docs/BENCHMARKS.md)
+## bench: the backup and recovery benchmarks through the local stack, the packaged functions' sizes and cold starts; one `name: value unit` per line (docs/BENCHMARKS.md)
 # The functions are packaged for this machine's CPU so that their cold starts can be measured.
 BENCH_ARCH := $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
 bench: venv
 	$(MAKE) --no-print-directory package ARCH=$(BENCH_ARCH)
 	$(CARGO) run --quiet --profile bench -p strata-e2e --bin bench
+	$(CARGO) run --quiet --profile bench -p strata-e2e --bin recover_bench
 
 ## dev: the local stack with the API on 127.0.0.1:8787 and the schedules on their timetable
 dev: venv

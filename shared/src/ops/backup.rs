@@ -580,6 +580,12 @@ async fn run(
         .await?;
     let now = Utc::now();
     if !out_of_time {
+        // The browse history moves on with the snapshot (docs/design.md §4.1), so that
+        // the first question after a backup does not replay its segment. Derived: a
+        // failure here costs that question time, nothing else.
+        if let Err(e) = crate::ops::browse::history(&repo, msg.entity_id.as_str()).await {
+            warn!(entity = %msg.entity_id, error = %e, "browse history not updated");
+        }
         ctx.state
             .update_entity(&msg.account_id, &msg.entity_id, |e| {
                 e.last_backup_at = Some(now);

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-pub const HISTORY_VERSION: u32 = 1;
+pub const HISTORY_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrowseError {
@@ -47,8 +47,9 @@ pub struct SnapshotInfo {
 pub struct Version {
     #[serde(rename = "i")]
     pub item: String,
+    /// Index into [`History::folders`].
     #[serde(rename = "f")]
-    pub folder: String,
+    pub folder: u32,
     #[serde(rename = "s", default)]
     pub subject: String,
     #[serde(rename = "fr", default)]
@@ -62,8 +63,9 @@ pub struct Version {
     pub size: u64,
     #[serde(rename = "a", default)]
     pub attachments: bool,
+    /// SHA-256 of the content.
     #[serde(rename = "h")]
-    pub sha256: String,
+    pub sha256: [u8; 32],
     /// Index of the first snapshot that holds this version.
     #[serde(rename = "b")]
     pub first: u32,
@@ -86,6 +88,8 @@ pub struct History {
     /// Snapshot keys, oldest first (what this history covers).
     pub keys: Vec<String>,
     pub snapshots: Vec<SnapshotInfo>,
+    /// Folder paths, each once: rows name them by index.
+    pub folders: Vec<String>,
     pub rows: Vec<Version>,
 }
 
@@ -107,6 +111,12 @@ impl History {
                 open.insert(row.item.as_str(), i);
             }
         }
+        let mut folder_index: HashMap<String, u32> = self
+            .folders
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.clone(), u32::try_from(i).unwrap_or(u32::MAX)))
+            .collect();
         let mut closing = Vec::new();
         let mut new_rows = Vec::new();
         for entry in segment.entries {
@@ -117,8 +127,20 @@ impl History {
                 continue;
             }
             let meta = &entry.meta;
+            let path = meta_str(meta, "folder");
+            let folder = match folder_index.get(&path) {
+                Some(i) => *i,
+                None => {
+                    let i = u32::try_from(self.folders.len()).unwrap_or(u32::MAX);
+                    self.folders.push(path.clone());
+                    folder_index.insert(path, i);
+                    i
+                }
+            };
+            let mut sha256 = [0u8; 32];
+            let _ = hex::decode_to_slice(&entry.sha256, &mut sha256);
             new_rows.push(Version {
-                folder: meta_str(meta, "folder"),
+                folder,
                 subject: meta_str(meta, "subject"),
                 from: meta_str(meta, "from"),
                 to: meta
@@ -129,7 +151,7 @@ impl History {
                 received: meta.get("received").and_then(Value::as_str).and_then(parse_time),
                 attachments: meta.get("has_attachments").and_then(Value::as_bool).unwrap_or(false),
                 size: entry.size,
-                sha256: entry.sha256,
+                sha256,
                 item: entry.item,
                 first: k,
                 until: None,
@@ -164,13 +186,18 @@ impl History {
     }
 
     /// Folders as of snapshot `k`, with their item counts (parents included).
+    /// The path of a row's folder.
+    pub fn folder_of(&self, row: &Version) -> &str {
+        self.folders.get(row.folder as usize).map_or("", String::as_str)
+    }
+
     pub fn folders(&self, k: u32) -> Vec<FolderInfo> {
         let mut out: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
         for row in self.rows.iter().filter(|r| r.alive_at(k)) {
-            let e = out.entry(row.folder.as_str()).or_default();
+            let e = out.entry(self.folder_of(row)).or_default();
             e.0 += 1;
             e.1 += row.size;
-            let mut path = row.folder.as_str();
+            let mut path = self.folder_of(row);
             while let Some((parent, _)) = path.rsplit_once('/') {
                 out.entry(parent).or_default();
                 path = parent;
@@ -190,7 +217,7 @@ impl History {
         let mut rows: Vec<&Version> = self
             .rows
             .iter()
-            .filter(|r| r.alive_at(k) && r.folder == folder)
+            .filter(|r| r.alive_at(k) && self.folder_of(r) == folder)
             .collect();
         rows.sort_by(|a, b| b.received.cmp(&a.received).then_with(|| a.item.cmp(&b.item)));
         rows
@@ -209,6 +236,65 @@ pub struct FolderInfo {
 /// The entity's history, brought up to date (and saved when it moved on).
 pub async fn history(repo: &Repo, entity: &str) -> Result<History, BrowseError> {
     let keys = repo.snapshot_keys(entity).await?;
+    history_from(repo, entity, keys).await
+}
+
+/// Histories kept between requests of a warm API function: a question
+/// costs a listing of the entity's snapshots when nothing changed. Bounded
+/// by rows (the oldest entries go first); keyed by account and entity.
+pub struct HistoryCache {
+    max_rows: usize,
+    inner: std::sync::Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    map: HashMap<String, std::sync::Arc<History>>,
+    order: std::collections::VecDeque<String>,
+    rows: usize,
+}
+
+impl HistoryCache {
+    pub fn new(max_rows: usize) -> Self {
+        Self {
+            max_rows,
+            inner: std::sync::Mutex::new(CacheInner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The entity's history: from memory when its snapshots did not change.
+    pub async fn get(&self, repo: &Repo, entity: &str) -> Result<std::sync::Arc<History>, BrowseError> {
+        let key = format!("{}/{entity}", repo.account());
+        let keys = repo.snapshot_keys(entity).await?;
+        if let Some(h) = self.lock().map.get(&key).filter(|h| h.keys == keys) {
+            return Ok(h.clone());
+        }
+        let history = std::sync::Arc::new(history_from(repo, entity, keys).await?);
+        let mut inner = self.lock();
+        if let Some(old) = inner.map.remove(&key) {
+            inner.rows -= old.rows.len();
+            inner.order.retain(|k| *k != key);
+        }
+        if history.rows.len() <= self.max_rows {
+            while inner.rows + history.rows.len() > self.max_rows {
+                let Some(oldest) = inner.order.pop_front() else { break };
+                if let Some(old) = inner.map.remove(&oldest) {
+                    inner.rows -= old.rows.len();
+                }
+            }
+            inner.rows += history.rows.len();
+            inner.order.push_back(key.clone());
+            inner.map.insert(key, history.clone());
+        }
+        Ok(history)
+    }
+}
+
+async fn history_from(repo: &Repo, entity: &str, keys: Vec<String>) -> Result<History, BrowseError> {
     let mut history = match repo.latest_derived::<History>(entity).await {
         Ok(Some((_, h)))
             if h.version == HISTORY_VERSION
@@ -311,15 +397,21 @@ impl Matcher {
         })
     }
 
-    pub fn matches(&self, r: &Version) -> bool {
+    /// Whether a folder path passes the folder filter (asked once per folder, not per row).
+    pub fn folder_matches(&self, path: &str) -> bool {
+        self.folder
+            .as_ref()
+            .is_none_or(|f| path == f || (path.starts_with(f.as_str()) && path.as_bytes().get(f.len()) == Some(&b'/')))
+    }
+
+    /// Whether a row matches; `folder_ok` holds [`Matcher::folder_matches`] of each folder of its history.
+    pub fn matches(&self, r: &Version, folder_ok: &[bool]) -> bool {
         self.has_attachment.is_none_or(|a| r.attachments == a)
             && self.min_size.is_none_or(|m| r.size >= m)
             && self.max_size.is_none_or(|m| r.size <= m)
             && self.after.is_none_or(|t| r.received.is_some_and(|x| x >= t))
             && self.before.is_none_or(|t| r.received.is_some_and(|x| x < t))
-            && self.folder.as_ref().is_none_or(|f| {
-                r.folder == *f || (r.folder.starts_with(f.as_str()) && r.folder.as_bytes().get(f.len()) == Some(&b'/'))
-            })
+            && folder_ok.get(r.folder as usize).copied().unwrap_or(false)
             && self.sender.as_ref().is_none_or(|s| contains(&r.from, s))
             && self.subject.as_ref().is_none_or(|s| contains(&r.subject, s))
             && self
@@ -374,9 +466,10 @@ impl Found {
 /// Searches one history: the items with a matching version (alive at `at`
 /// when given), each with all its versions.
 pub fn search_history(history: &History, matcher: &Matcher, at: Option<u32>) -> Vec<Found> {
+    let folder_ok: Vec<bool> = history.folders.iter().map(|f| matcher.folder_matches(f)).collect();
     let mut hits: HashMap<&str, usize> = HashMap::new();
     for (i, row) in history.rows.iter().enumerate() {
-        if at.is_none_or(|k| row.alive_at(k)) && matcher.matches(row) {
+        if at.is_none_or(|k| row.alive_at(k)) && matcher.matches(row, &folder_ok) {
             // The latest matching version speaks for the item.
             hits.insert(row.item.as_str(), i);
         }
@@ -397,7 +490,7 @@ pub fn search_history(history: &History, matcher: &Matcher, at: Option<u32>) -> 
             Found {
                 entity_id: history.entity.clone(),
                 item: item.to_string(),
-                folder: row.folder.clone(),
+                folder: history.folder_of(row).to_string(),
                 subject: row.subject.clone(),
                 from: row.from.clone(),
                 to: row.to.clone(),
@@ -411,10 +504,10 @@ pub fn search_history(history: &History, matcher: &Matcher, at: Option<u32>) -> 
                     .map(|v| {
                         let end = v.until.map_or(last, |u| (u as usize).saturating_sub(1));
                         FoundVersion {
-                            folder: v.folder.clone(),
+                            folder: history.folder_of(v).to_string(),
                             subject: v.subject.clone(),
                             size: v.size,
-                            sha256: v.sha256.clone(),
+                            sha256: hex::encode(v.sha256),
                             first_snapshot: snapshot_id(v.first as usize),
                             last_snapshot: snapshot_id(end),
                             snapshots: u32::try_from(end + 1).unwrap_or(u32::MAX).saturating_sub(v.first),
@@ -484,14 +577,20 @@ mod tests {
             &mut h,
             0,
             vec![
-                entry("m1", Change::Added, "Inbox", "Quarterly report", "aa"),
-                entry("m2", Change::Added, "Inbox/Projects", "Plans", "bb"),
+                entry("m1", Change::Added, "Inbox", "Quarterly report", &"aa".repeat(32)),
+                entry("m2", Change::Added, "Inbox/Projects", "Plans", &"bb".repeat(32)),
             ],
         );
         apply(
             &mut h,
             1,
-            vec![entry("m1", Change::Updated, "Archive", "Quarterly report", "aa")],
+            vec![entry(
+                "m1",
+                Change::Updated,
+                "Archive",
+                "Quarterly report",
+                &"aa".repeat(32),
+            )],
         );
         apply(&mut h, 2, vec![entry("m2", Change::Deleted, "", "", "")]);
         // As of the first snapshot: both in their first folders.

@@ -17,14 +17,13 @@ use crate::context::Context;
 use crate::model::{Entity, ExportResult, Job, JobStatus};
 use crate::ops::backup::Budget;
 use crate::ops::jobs::{self, JobError, JobMessage, Progress, folder_of};
-use crate::repo::{BlobLocation, CatalogEntry, ChunkId, Repo};
+use crate::repo::{CatalogEntry, ChunkId, Repo};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use names::Namer;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::io::Write;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -32,9 +31,9 @@ use tracing::{info, warn};
 /// Size of a multipart part (S3: at least 5 MiB but the last).
 pub const PART_BYTES: usize = 16 * 1024 * 1024;
 /// Items up to this size are read whole and verified before a byte of them
-/// enters the zip; larger ones are streamed (a failure midway is marked in
+/// enters the zip (at most 4 wait in the channel: 32 MiB); larger ones are streamed (a failure midway is marked in
 /// the manifest, never silently cut).
-pub const BUFFERED_ITEM_BYTES: u64 = 32 * 1024 * 1024;
+pub const BUFFERED_ITEM_BYTES: u64 = 8 * 1024 * 1024;
 /// Entries at or above this size get ZIP64 headers.
 const LARGE_ENTRY: u64 = 0xFFFF_0000;
 /// Save progress every this many items.
@@ -116,7 +115,8 @@ fn write_zip(mut cmds: mpsc::Receiver<Cmd>, parts: mpsc::Sender<Vec<u8>>) -> Res
     let mut entries = 0u64;
     let base = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
-        .compression_level(Some(1));
+        // Level 2: dynamic Huffman codes (level 1 of zlib-rs uses static ones, which gain nothing on base64).
+        .compression_level(Some(2));
     while let Some(cmd) = cmds.blocking_recv() {
         match cmd {
             Cmd::Start { name, large, modified } => {
@@ -251,7 +251,12 @@ async fn build(ctx: &Context, job: &Job) -> Result<(), JobError> {
             true
         })
         .await?;
-    let index = repo.load_index().await?;
+    let needed: std::collections::HashSet<ChunkId> = selected
+        .iter()
+        .flat_map(|(_, entries)| entries.iter().flat_map(|e| e.chunks.iter().copied()))
+        .collect();
+    let index = repo.load_index_for(&needed).await?;
+    drop(needed);
     let bucket = ctx.config.data_bucket.clone();
     let key = export_key(job);
     let created = ctx
@@ -364,13 +369,13 @@ async fn stream_zip(
     ctx: &Context,
     job: &Job,
     repo: &Repo,
-    index: &HashMap<ChunkId, (String, BlobLocation)>,
+    index: &crate::repo::ChunkIndex,
     selected: &[(Entity, Vec<CatalogEntry>)],
     bucket: &str,
     key: &str,
     upload_id: &str,
 ) -> Result<(u64, u64, u64, Vec<CompletedPart>), JobError> {
-    let (cmd_tx, cmd_rx) = mpsc::channel::<Cmd>(8);
+    let (cmd_tx, cmd_rx) = mpsc::channel::<Cmd>(4);
     let (part_tx, part_rx) = mpsc::channel::<Vec<u8>>(2);
     let writer = tokio::task::spawn_blocking(move || write_zip(cmd_rx, part_tx));
     let uploader = tokio::spawn(upload_parts(
@@ -396,7 +401,7 @@ async fn feed(
     ctx: &Context,
     job: &Job,
     repo: &Repo,
-    index: &HashMap<ChunkId, (String, BlobLocation)>,
+    index: &crate::repo::ChunkIndex,
     selected: &[(Entity, Vec<CatalogEntry>)],
     cmds: &mpsc::Sender<Cmd>,
 ) -> Result<u64, JobError> {
@@ -515,6 +520,41 @@ mod tests {
         assert_eq!(csv("a,b"), "\"a,b\"");
         assert_eq!(csv("say \"hi\"\n"), "\"say \"\"hi\"\"\n\"");
         assert_eq!(csv("=HYPERLINK(1)"), "'=HYPERLINK(1)");
+    }
+
+    #[test]
+    fn the_email_carries_the_link_in_both_forms() {
+        let now = Utc::now();
+        let job = Job {
+            id: crate::model::JobId("job_1".into()),
+            account_id: crate::model::AccountId("acct_1".into()),
+            kind: crate::model::JobKind::Export,
+            status: JobStatus::Done,
+            created_by: crate::model::AdminId("adm_1".into()),
+            created_at: now,
+            updated_at: now,
+            selections: vec![],
+            target_entity_id: None,
+            folder_name: None,
+            link_expiry_secs: 3600,
+            notify: vec!["it@contoso.test".into()],
+            total: 12,
+            done: 11,
+            failed: 1,
+            bytes: 0,
+            failures: vec![],
+            error: None,
+            result: None,
+            invocations: 1,
+            lease_until: None,
+        };
+        let link = download_link("https://api.example", &job, "tok&en");
+        assert_eq!(link, "https://api.example/v1/downloads/acct_1/job_1?token=tok&en");
+        let email = export_email(&job, &link, now);
+        assert_eq!(email.to, vec!["it@contoso.test".to_string()]);
+        assert!(email.subject.contains("11 items"));
+        assert!(email.text.contains(&link) && email.text.contains("1 failed"));
+        assert!(email.html.contains("token=tok&amp;en"));
     }
 
     /// The zip thread alone: many entries (past 65,535: ZIP64 end records) into parts.

@@ -111,7 +111,10 @@ async fn run(ctx: &Context, job: &Job, budget: &Budget) -> Result<(), JobError> 
     )
     .await?;
     let recorded = ctx.state.job_items(&job.account_id, &job.id).await?;
-    let index = repo.load_index().await?;
+    let needed: std::collections::HashSet<crate::repo::ChunkId> =
+        entries.iter().flat_map(|e| e.chunks.iter().copied()).collect();
+    let index = repo.load_index_for(&needed).await?;
+    drop(needed);
     let mut progress = Progress {
         total: Some(entries.len() as u64),
         ..Progress::default()
@@ -230,7 +233,7 @@ async fn restore_item(
     ctx: &Context,
     job: &Job,
     repo: &Repo,
-    index: &HashMap<crate::repo::ChunkId, (String, crate::repo::BlobLocation)>,
+    index: &crate::repo::ChunkIndex,
     client: &GraphClient,
     folders: &mut Folders<'_>,
     user: &str,

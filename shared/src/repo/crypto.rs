@@ -181,6 +181,7 @@ fn open_with(key: &[u8; 32], sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The keys of one account's repository.
+#[derive(Clone)]
 pub struct Keys {
     id_key: [u8; 32],
     enc_key: [u8; 32],

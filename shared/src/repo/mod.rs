@@ -21,6 +21,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use tokio::io::AsyncRead;
 
+/// Where each chunk is: its pack's key (shared) and its place in the pack.
+pub type ChunkIndex = HashMap<ChunkId, (Arc<str>, BlobLocation)>;
+
 /// Chunk sizes for mail and files: small enough that an attachment shared by
 /// many messages dedups (each copy costs about one chunk where its message's
 /// own bytes end), large enough that indexes stay small.
@@ -146,13 +149,25 @@ impl Repo {
     }
 
     /// Every chunk of every index: where to read it.
-    pub async fn load_index(&self) -> Result<HashMap<ChunkId, (String, BlobLocation)>, RepoError> {
+    pub async fn load_index(&self) -> Result<ChunkIndex, RepoError> {
+        self.load_index_where(|_| true).await
+    }
+
+    /// Where to read the chunks in `needed` only: what a restore or an export
+    /// holds, whatever the size of the rest of the repository.
+    pub async fn load_index_for(&self, needed: &HashSet<ChunkId>) -> Result<ChunkIndex, RepoError> {
+        self.load_index_where(|id| needed.contains(id)).await
+    }
+
+    async fn load_index_where(&self, keep: impl Fn(&ChunkId) -> bool) -> Result<ChunkIndex, RepoError> {
         let mut out = HashMap::new();
         for key in self.store.list(&format!("{}/index/", self.account)).await? {
             let index: IndexFile = self.get_sealed(&key).await?;
             for pack in index.packs {
-                for blob in pack.blobs {
-                    out.insert(blob.id, (pack.key.clone(), blob));
+                // One allocation per pack, shared by its chunks.
+                let pack_key: Arc<str> = Arc::from(pack.key.as_str());
+                for blob in pack.blobs.into_iter().filter(|b| keep(&b.id)) {
+                    out.insert(blob.id, (pack_key.clone(), blob));
                 }
             }
         }
@@ -214,11 +229,7 @@ impl Repo {
 
     /// The content of an item, byte for byte; an error naming the object if
     /// anything was altered (never wrong bytes).
-    pub async fn read(
-        &self,
-        entry: &CatalogEntry,
-        index: &HashMap<ChunkId, (String, BlobLocation)>,
-    ) -> Result<Vec<u8>, RepoError> {
+    pub async fn read(&self, entry: &CatalogEntry, index: &ChunkIndex) -> Result<Vec<u8>, RepoError> {
         let mut out = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0));
         let mut reader = self.reader(entry, index);
         while let Some(chunk) = reader.next_chunk().await? {
@@ -229,11 +240,7 @@ impl Repo {
 
     /// Reads an item chunk by chunk, so that an item of any size is never
     /// held whole (see [`ItemReader`]).
-    pub fn reader<'a>(
-        &'a self,
-        entry: &'a CatalogEntry,
-        index: &'a HashMap<ChunkId, (String, BlobLocation)>,
-    ) -> ItemReader<'a> {
+    pub fn reader<'a>(&'a self, entry: &'a CatalogEntry, index: &'a ChunkIndex) -> ItemReader<'a> {
         ItemReader {
             repo: self,
             entry,
@@ -283,10 +290,11 @@ impl Repo {
     }
 
     /// Saves a derived, rebuildable object of an entity (a browse
-    /// checkpoint): zstd-compressed, then sealed. `<account>/views/<entity>/<name>`.
+    /// checkpoint): postcard (compact, fast to read), zstd, then sealed.
+    /// `<account>/views/<entity>/<name>`.
     pub async fn put_derived<T: serde::Serialize>(&self, entity: &str, name: &str, value: &T) -> Result<(), RepoError> {
         let key = format!("{}/views/{entity}/{name}", self.account);
-        let plain = serde_json::to_vec(value).map_err(|e| RepoError::corrupt(&key, e.to_string()))?;
+        let plain = postcard::to_stdvec(value).map_err(|e| RepoError::corrupt(&key, e.to_string()))?;
         let packed = zstd::bulk::compress(&plain, ZSTD_LEVEL).map_err(|e| RepoError::corrupt(&key, e.to_string()))?;
         let sealed = self.keys.seal(&packed, key.as_bytes());
         match self.store.put_new(&key, Bytes::from(sealed)).await {
@@ -295,8 +303,9 @@ impl Repo {
         }
     }
 
-    /// The last derived object of an entity (by name order), if any.
-    pub async fn latest_derived<T: serde::de::DeserializeOwned>(
+    /// The last derived object of an entity (by name order), if any. Opening
+    /// and decoding run on a blocking thread: several entities decode in parallel.
+    pub async fn latest_derived<T: serde::de::DeserializeOwned + Send + 'static>(
         &self,
         entity: &str,
     ) -> Result<Option<(String, T)>, RepoError> {
@@ -309,13 +318,19 @@ impl Repo {
             return Ok(None);
         };
         let sealed = self.store.get(&key).await?;
-        let packed = self
-            .keys
-            .open(&sealed, key.as_bytes())
-            .ok_or_else(|| RepoError::corrupt(&key, "authentication failed"))?;
-        let plain = zstd::stream::decode_all(packed.as_slice()).map_err(|e| RepoError::corrupt(&key, e.to_string()))?;
-        let value = serde_json::from_slice(&plain).map_err(|e| RepoError::corrupt(&key, e.to_string()))?;
-        Ok(Some((key, value)))
+        let keys = self.keys.clone();
+        let value = tokio::task::spawn_blocking(move || {
+            let packed = keys
+                .open(&sealed, key.as_bytes())
+                .ok_or_else(|| RepoError::corrupt(&key, "authentication failed"))?;
+            let plain =
+                zstd::stream::decode_all(packed.as_slice()).map_err(|e| RepoError::corrupt(&key, e.to_string()))?;
+            let value: T = postcard::from_bytes(&plain).map_err(|e| RepoError::corrupt(&key, e.to_string()))?;
+            Ok::<_, RepoError>((key, value))
+        })
+        .await
+        .map_err(|e| RepoError::Source(format!("decoding stopped: {e}")))??;
+        Ok(Some(value))
     }
 
     fn open_chunk(&self, pack: &str, id: ChunkId, sealed: &[u8]) -> Result<Vec<u8>, RepoError> {
@@ -342,7 +357,7 @@ impl Repo {
         let index = self.load_index().await?;
         let mut by_pack: BTreeMap<String, Vec<BlobLocation>> = BTreeMap::new();
         for (pack, blob) in index.values() {
-            by_pack.entry(pack.clone()).or_default().push(*blob);
+            by_pack.entry(pack.to_string()).or_default().push(*blob);
         }
         for key in self.store.list(&format!("{}/packs/", self.account)).await? {
             let bytes = self.store.get(&key).await?;
@@ -422,7 +437,7 @@ impl Repo {
 pub struct ItemReader<'a> {
     repo: &'a Repo,
     entry: &'a CatalogEntry,
-    index: &'a HashMap<ChunkId, (String, BlobLocation)>,
+    index: &'a ChunkIndex,
     /// Index in `entry.chunks` of the next chunk to fetch.
     next: usize,
     /// The fetched run: its pack, its bytes, and the chunks still to open in it.
@@ -432,7 +447,7 @@ pub struct ItemReader<'a> {
 }
 
 /// A ranged read of a pack: its key, its bytes, and the chunks (id, start, end) still to open in it.
-type FetchedRun = (String, Bytes, std::collections::VecDeque<(ChunkId, usize, usize)>);
+type FetchedRun = (Arc<str>, Bytes, std::collections::VecDeque<(ChunkId, usize, usize)>);
 
 impl ItemReader<'_> {
     const MAX_RANGE: u64 = 8 * 1024 * 1024;

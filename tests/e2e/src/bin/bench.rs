@@ -346,6 +346,8 @@ async fn functions(world: &World) -> Result<()> {
         ("api", "ApiFunction"),
         ("discovery", "DiscoveryFunction"),
         ("backup", "BackupFunction"),
+        ("restore", "RestoreFunction"),
+        ("export", "ExportFunction"),
     ] {
         let binary = std::path::Path::new(".aws-sam/build").join(logical).join("bootstrap");
         let Ok(bytes) = std::fs::read(&binary) else {
@@ -385,6 +387,7 @@ async fn functions(world: &World) -> Result<()> {
                 json!({"type": "connection", "account_id": "acct_bench", "connection_id": "conn_bench",
                 "request_id": "cold", "backup": false}),
             ),
+            "restore" | "export" => sqs(json!({"account_id": "acct_bench", "job_id": "job_bench"})),
             _ => sqs(json!({"account_id": "acct_bench", "entity_id": "ent_bench", "request_id": "cold"})),
         };
         let mut times = Vec::new();
