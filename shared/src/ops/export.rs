@@ -15,8 +15,7 @@ pub mod names;
 
 use crate::context::Context;
 use crate::model::{Entity, ExportResult, Job, JobStatus};
-use crate::ops::backup::Budget;
-use crate::ops::jobs::{self, JobError, JobMessage, Progress, folder_of};
+use crate::ops::jobs::{self, JobError, Progress, folder_of};
 use crate::repo::{CatalogEntry, ChunkId, Repo};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -202,38 +201,13 @@ fn entity_dir(entity: &Entity) -> String {
     entity.address.clone().unwrap_or_else(|| entity.display_name.clone())
 }
 
-/// Runs (or finishes) an export job.
-pub async fn export(ctx: &Context, msg: &JobMessage, budget: &Budget) -> Result<(), JobError> {
-    let Some(job) = jobs::claim(ctx, msg, budget).await? else {
-        return Ok(());
-    };
-    match build(ctx, &job).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.is_retryable() => {
-            jobs::release(ctx, &job).await?;
-            Err(e)
-        }
-        Err(e) => {
-            warn!(job = %job.id, error = %e, "export failed");
-            jobs::save_progress(
-                ctx,
-                &job,
-                &mut Progress::default(),
-                Some((JobStatus::Failed, Some(e.to_string()))),
-                None,
-            )
-            .await?;
-            Ok(())
-        }
-    }
-}
-
 /// Where an export's zip lives: under `exports/`, the only prefix the export function may write.
 pub fn export_key(job: &Job) -> String {
     format!("exports/{}/{}.zip", job.account_id, job.id)
 }
 
-async fn build(ctx: &Context, job: &Job) -> Result<(), JobError> {
+/// Builds the zip of an export job (claimed by [`jobs::run`]), then finishes the job.
+pub async fn build(ctx: &Context, job: &Job) -> Result<(), JobError> {
     let repo = Repo::open(ctx.repo_store.clone(), ctx.repo_keys.as_ref(), job.account_id.as_str()).await?;
     let mut selected = Vec::new();
     for selection in &job.selections {

@@ -3,7 +3,7 @@
 //! selection to catalog entries, and the SQS batch loop.
 
 use crate::context::Context;
-use crate::model::{AccountId, Entity, Job, JobFailure, JobId, JobStatus, Selection};
+use crate::model::{AccountId, Entity, Job, JobFailure, JobId, JobKind, JobStatus, Selection};
 use crate::ops::backup::Budget;
 use crate::repo::{CatalogEntry, Repo, RepoError};
 use crate::state::StateError;
@@ -90,6 +90,31 @@ pub async fn claim(ctx: &Context, msg: &JobMessage, budget: &Budget) -> Result<O
         return Err(JobError::Busy);
     }
     Ok(Some(claimed))
+}
+
+/// Claims the job and does its work: a retryable error releases it (SQS
+/// delivers it again), any other fails the job with its message.
+pub async fn run(ctx: &Context, msg: &JobMessage, budget: &Budget, kind: JobKind) -> Result<(), JobError> {
+    let Some(job) = claim(ctx, msg, budget).await? else {
+        return Ok(());
+    };
+    let outcome = match kind {
+        JobKind::Restore => crate::ops::restore::run(ctx, &job, budget).await,
+        JobKind::Export => crate::ops::export::build(ctx, &job).await,
+    };
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_retryable() => {
+            release(ctx, &job).await?;
+            Err(e)
+        }
+        Err(e) => {
+            warn!(job = %job.id, kind = ?kind, error = %e, "job failed");
+            let end = Some((JobStatus::Failed, Some(e.to_string())));
+            save_progress(ctx, &job, &mut Progress::default(), end, None).await?;
+            Ok(())
+        }
+    }
 }
 
 /// Progress made by an invocation, saved on the job.
@@ -228,17 +253,14 @@ pub async fn handle_batch(
     event: SqsEvent,
     deadline: Instant,
     cap: Option<Duration>,
-    kind: crate::model::JobKind,
+    kind: JobKind,
 ) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
         let budget = Budget::new(deadline, cap);
         let result = match serde_json::from_str::<JobMessage>(record.body.as_deref().unwrap_or_default()) {
-            Ok(message) => match kind {
-                crate::model::JobKind::Restore => crate::ops::restore::restore(ctx, &message, &budget).await,
-                crate::model::JobKind::Export => crate::ops::export::export(ctx, &message, &budget).await,
-            },
+            Ok(message) => run(ctx, &message, &budget, kind).await,
             Err(e) => Err(JobError::Malformed(e.to_string())),
         };
         match result {

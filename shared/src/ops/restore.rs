@@ -25,7 +25,7 @@ use mail_parser::{MessageParser, MimeHeaders};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::info;
 
 /// Attachments up to this size are sent inline; larger ones through an upload session.
 pub const INLINE_ATTACHMENT_BYTES: usize = 3 * 1024 * 1024;
@@ -48,33 +48,8 @@ pub fn item_key(item: &str) -> String {
     hex::encode(&blake3::hash(item.as_bytes()).as_bytes()[..16])
 }
 
-/// Runs (or goes on with) a restore job.
-pub async fn restore(ctx: &Context, msg: &JobMessage, budget: &Budget) -> Result<(), JobError> {
-    let Some(job) = jobs::claim(ctx, msg, budget).await? else {
-        return Ok(());
-    };
-    match run(ctx, &job, budget).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.is_retryable() => {
-            jobs::release(ctx, &job).await?;
-            Err(e)
-        }
-        Err(e) => {
-            warn!(job = %job.id, error = %e, "restore failed");
-            jobs::save_progress(
-                ctx,
-                &job,
-                &mut Progress::default(),
-                Some((JobStatus::Failed, Some(e.to_string()))),
-                None,
-            )
-            .await?;
-            Ok(())
-        }
-    }
-}
-
-async fn run(ctx: &Context, job: &Job, budget: &Budget) -> Result<(), JobError> {
+/// Restores what a job asks (claimed by [`jobs::run`]), until done or out of time.
+pub async fn run(ctx: &Context, job: &Job, budget: &Budget) -> Result<(), JobError> {
     let [selection] = job.selections.as_slice() else {
         return Err(JobError::Invalid("a restore takes exactly one selection".into()));
     };

@@ -610,3 +610,22 @@ impl World {
         out
     }
 }
+
+impl World {
+    /// Waits until a restore or export job is `done` or `failed` (the queues
+    /// drained between looks) and returns it.
+    pub async fn wait_job(&self, admin: &Api, id: &str) -> Result<Value> {
+        for _ in 0..3000 {
+            self.settle().await?;
+            let (status, job) = admin.get(&format!("/v1/jobs/{id}")).await?;
+            if status != 200 {
+                bail!("job {id}: {status} {job}");
+            }
+            if job["status"] == "done" || job["status"] == "failed" {
+                return Ok(job);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("job {id} did not finish")
+    }
+}

@@ -44,27 +44,16 @@ fn sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Waits until a job is done (or failed) and returns it.
-pub async fn wait_job(world: &World, admin: &Api, id: &str) -> Value {
-    world.settle().await.expect("settle");
-    for _ in 0..600 {
-        let (status, job) = admin.get(&format!("/v1/jobs/{id}")).await.expect("job");
-        assert_eq!(status, 200, "{job}");
-        if job["status"] == "done" || job["status"] == "failed" {
-            return job;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("job {id} did not finish");
-}
-
 async fn export(world: &World, admin: &Api, selections: Value) -> (Value, Vec<u8>) {
     let (status, job) = admin
         .post("/v1/exports", json!({"selections": selections}))
         .await
         .expect("export");
     assert_eq!(status, 202, "{job}");
-    let job = wait_job(world, admin, job["id"].as_str().expect("id")).await;
+    let job = world
+        .wait_job(admin, job["id"].as_str().expect("id"))
+        .await
+        .expect("job");
     assert_eq!(job["status"], "done", "{job}");
     let (status, link) = admin
         .get(&format!("/v1/jobs/{}/download", job["id"].as_str().expect("id")))
@@ -436,7 +425,7 @@ async fn another_account_cannot_search_restore_or_export() {
         .post("/v1/exports", json!({"selections": [{"entity_id": adele}]}))
         .await
         .expect("export");
-    let job = wait_job(&world, &a, job["id"].as_str().expect("id")).await;
+    let job = world.wait_job(&a, job["id"].as_str().expect("id")).await.expect("job");
     let job_id = job["id"].as_str().expect("id");
 
     // B sees nothing of A's backups and cannot act on them.

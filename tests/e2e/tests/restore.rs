@@ -13,24 +13,13 @@ use strata_e2e::{Api, World, WorldOptions};
 
 const ADELE: &str = "adele.vance@contoso.onmicrosoft.com";
 
-async fn wait_job(world: &World, admin: &Api, id: &str) -> Value {
-    world.settle().await.expect("settle");
-    for _ in 0..1200 {
-        let (status, job) = admin.get(&format!("/v1/jobs/{id}")).await.expect("job");
-        assert_eq!(status, 200, "{job}");
-        if job["status"] == "done" || job["status"] == "failed" {
-            return job;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        world.settle().await.expect("settle");
-    }
-    panic!("job {id} did not finish");
-}
-
 async fn restore(world: &World, admin: &Api, body: Value) -> Value {
     let (status, job) = admin.post("/v1/restores", body).await.expect("restore");
     assert_eq!(status, 202, "{job}");
-    wait_job(world, admin, job["id"].as_str().expect("id")).await
+    world
+        .wait_job(admin, job["id"].as_str().expect("id"))
+        .await
+        .expect("job")
 }
 
 fn header(mime: &[u8], name: &str) -> Option<String> {
@@ -213,7 +202,10 @@ async fn restore_is_real_non_destructive_idempotent_and_crosses_users() {
         .await
         .expect("send");
     world.settle().await.expect("settle");
-    let again = wait_job(&world, &admin, job["id"].as_str().expect("id")).await;
+    let again = world
+        .wait_job(&admin, job["id"].as_str().expect("id"))
+        .await
+        .expect("job");
     assert_eq!(again["status"], "done", "{again}");
     assert_eq!(
         fingerprint(&world, ADELE).len(),

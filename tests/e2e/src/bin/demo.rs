@@ -7,7 +7,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use strata_e2e::{Api, World, WorldOptions};
+use strata_e2e::{World, WorldOptions};
 
 #[derive(Parser)]
 #[command(about = "Run Strata end to end on a fake Microsoft 365 tenant")]
@@ -167,7 +167,7 @@ async fn main() -> Result<()> {
     let (_, job) = admin
         .post("/v1/restores", json!({"entity_id": first_id, "folders": ["Inbox"]}))
         .await?;
-    let job = finished(&world, &admin, &job).await?;
+    let job = world.wait_job(&admin, job["id"].as_str().unwrap_or_default()).await?;
     println!(
         "    job {}: {} of {} messages restored into \"{}\", {} failed, {} invocation(s)",
         job["status"].as_str().unwrap_or(""),
@@ -180,7 +180,7 @@ async fn main() -> Result<()> {
     step("exporting every mailbox as a zip (mail as .eml, a manifest)");
     let selections: Vec<Value> = mailboxes.iter().map(|m| json!({"entity_id": m["id"]})).collect();
     let (_, job) = admin.post("/v1/exports", json!({"selections": selections})).await?;
-    let job = finished(&world, &admin, &job).await?;
+    let job = world.wait_job(&admin, job["id"].as_str().unwrap_or_default()).await?;
     let (_, link) = admin
         .get(&format!("/v1/jobs/{}/download", job["id"].as_str().unwrap_or("")))
         .await?;
@@ -216,19 +216,6 @@ async fn main() -> Result<()> {
     );
     world.stop().await;
     Ok(())
-}
-
-/// Waits for a job to finish.
-async fn finished(world: &World, admin: &Api, job: &Value) -> Result<Value> {
-    let id = job["id"].as_str().context("job id")?;
-    loop {
-        world.settle().await?;
-        let (_, job) = admin.get(&format!("/v1/jobs/{id}")).await?;
-        if job["status"] == "done" || job["status"] == "failed" {
-            return Ok(job);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn cell(v: &Value, width: usize) -> String {

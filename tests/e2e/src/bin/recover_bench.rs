@@ -15,8 +15,8 @@ use anyhow::{Context as _, Result, bail};
 use peak_alloc::PeakAlloc;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
-use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use serde_json::json;
+use std::time::Instant;
 use strata::repo::Change;
 use strata_e2e::{Api, World, WorldOptions};
 
@@ -35,17 +35,6 @@ fn figure(name: &str, value: f64, unit: &str) {
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-async fn wait_job(world: &World, admin: &Api, id: &str) -> Result<Value> {
-    loop {
-        world.settle().await?;
-        let (_, job) = admin.get(&format!("/v1/jobs/{id}")).await?;
-        if job["status"] == "done" || job["status"] == "failed" {
-            return Ok(job);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 const FOLDERS: &[&str] = &["Inbox", "Inbox/Projects", "Sent Items", "Archive/2025"];
@@ -227,7 +216,7 @@ async fn export(world: &World, admin: &Api, account: &str) -> Result<()> {
     if status != 202 {
         bail!("export refused ({status}): {job}");
     }
-    let job = wait_job(world, admin, job["id"].as_str().context("id")?).await?;
+    let job = world.wait_job(admin, job["id"].as_str().context("id")?).await?;
     let secs = started.elapsed().as_secs_f64();
     let peak = HEAP.peak_usage().saturating_sub(base) as f64 / 1e6;
     if job["status"] != "done" {
@@ -274,7 +263,7 @@ async fn restore(world: &World, admin: &Api) -> Result<()> {
     if status != 202 {
         bail!("restore refused ({status}): {job}");
     }
-    let job = wait_job(world, admin, job["id"].as_str().context("id")?).await?;
+    let job = world.wait_job(admin, job["id"].as_str().context("id")?).await?;
     let secs = started.elapsed().as_secs_f64();
     if job["status"] != "done" {
         bail!("restore failed: {job}");
