@@ -8,7 +8,6 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 use strata_e2e::{Api, World, WorldOptions};
 
 const ADELE: &str = "adele.vance@contoso.onmicrosoft.com";
