@@ -460,3 +460,111 @@ async fn another_account_cannot_search_restore_or_export() {
     assert_eq!(b.get("/v1/jobs").await.expect("jobs").1["items"], json!([]));
     world.stop().await;
 }
+
+/// A damaged repository: the export finishes, names each item it could not
+/// read (job failures and manifest), and every other item is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_export_reports_damaged_items_and_keeps_the_rest() {
+    let world = World::start(WorldOptions::new(fake_m365::Tenant::small_demo()))
+        .await
+        .expect("world");
+    let onboarded = world.onboard_active().await.expect("onboard");
+    let admin = onboarded.admin.clone();
+    let adele = admin.entity_id("mailbox", ADELE).await.expect("adele");
+    for i in 0..6 {
+        world
+            .fake
+            .add_message(ADELE, "Inbox", subject_mail(&format!("before {i}"), i))
+            .expect("seed");
+    }
+    world.back_up(&admin, &adele).await;
+    // A second run writes its own pack; that pack is then overwritten with garbage.
+    let s3 = strata_local::provision::s3_client(&world.stack.sdk_config());
+    let bucket = world.stack.physical_id("DataBucket").expect("bucket").to_string();
+    let list = |prefix: String| {
+        let s3 = s3.clone();
+        let bucket = bucket.clone();
+        async move {
+            let out = s3
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .send()
+                .await
+                .expect("list");
+            out.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string))
+                .collect::<Vec<_>>()
+        }
+    };
+    let packs_before = list(format!("{}/packs/", onboarded.account_id)).await;
+    let mut damaged = Vec::new();
+    for i in 0..3 {
+        let mime = subject_mail(&format!("after {i}"), 100 + i);
+        damaged.push(world.fake.add_message(ADELE, "Inbox/Projects", mime).expect("seed"));
+    }
+    world.back_up(&admin, &adele).await;
+    let new_pack = list(format!("{}/packs/", onboarded.account_id))
+        .await
+        .into_iter()
+        .find(|k| !packs_before.contains(k))
+        .expect("the second run's pack");
+    s3.put_object()
+        .bucket(&bucket)
+        .key(&new_pack)
+        .body(vec![0u8; 4096].into())
+        .send()
+        .await
+        .expect("overwrite");
+
+    let (status, job) = admin
+        .post("/v1/exports", json!({"selections": [{"entity_id": adele}]}))
+        .await
+        .expect("export");
+    assert_eq!(status, 202, "{job}");
+    let job = world
+        .wait_job(&admin, job["id"].as_str().expect("id"))
+        .await
+        .expect("job");
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(
+        (job["done"].as_u64(), job["failed"].as_u64()),
+        (Some(6), Some(3)),
+        "{job}"
+    );
+    let failed: Vec<&str> = job["failures"]
+        .as_array()
+        .expect("failures")
+        .iter()
+        .filter_map(|f| f["item"].as_str())
+        .collect();
+    for id in &damaged {
+        assert!(failed.contains(&id.as_str()), "{id} not reported");
+    }
+    let (_, link) = admin
+        .get(&format!("/v1/jobs/{}/download", job["id"].as_str().expect("id")))
+        .await
+        .expect("link");
+    let zip = reqwest::get(link["url"].as_str().expect("url"))
+        .await
+        .expect("zip")
+        .bytes()
+        .await
+        .expect("bytes");
+    let (sums, rows) = inspect_zip(&zip);
+    assert_eq!(rows.len(), 9);
+    for row in &rows {
+        if damaged.contains(&row["item"]) {
+            assert!(row["status"].starts_with("failed: "), "{row:?}");
+            assert!(
+                !sums.contains_key(&row["path"]),
+                "a damaged item is in the zip: {row:?}"
+            );
+        } else {
+            assert_eq!(row["status"], "ok");
+            assert_eq!(sums.get(&row["path"]), Some(&row["sha256"]));
+        }
+    }
+    world.stop().await;
+}
