@@ -47,6 +47,12 @@ id_type!(
 id_type!(
     /// A restore or export job.
     JobId, "job");
+id_type!(
+    /// An API key (its secret is shown once and stored hashed).
+    ApiKeyId, "key");
+id_type!(
+    /// One audit-log record.
+    AuditId, "aud");
 
 impl EntityId {
     /// The id of an entity is derived from where it comes from, so the same
@@ -72,14 +78,162 @@ pub struct Account {
     /// Activate newly discovered users automatically.
     pub auto_activate: bool,
     pub created_at: DateTime<Utc>,
+    /// The daily report: a summary (default), exceptions only, or none.
+    #[serde(default)]
+    pub report_mode: ReportMode,
+    /// The hour (0 to 23, in `timezone`) at which the daily report goes out.
+    #[serde(default = "default_report_hour")]
+    pub report_hour: u8,
+    /// IANA time zone of the account (`Europe/Paris`); the report hour and days are in it.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Who receives the daily report (the owner's address when empty).
+    #[serde(default)]
+    pub notification_addresses: Vec<String>,
+    /// Every admin must have two-factor authentication on before doing anything else.
+    #[serde(default)]
+    pub require_2fa: bool,
+    /// The account's own price table; the deployment's default when absent.
+    #[serde(default)]
+    pub price_table: Option<PriceTable>,
 }
 
-/// The role of an admin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+fn default_report_hour() -> u8 {
+    7
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+impl Account {
+    /// A new account with the default settings.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            id: AccountId::random(),
+            name: name.into(),
+            auto_activate: false,
+            created_at: Utc::now(),
+            report_mode: ReportMode::default(),
+            report_hour: default_report_hour(),
+            timezone: default_timezone(),
+            notification_addresses: Vec::new(),
+            require_2fa: false,
+            price_table: None,
+        }
+    }
+}
+
+/// What the daily report e-mail says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportMode {
+    /// Every day: what was protected, backed up, failed, added, and the exceptions.
+    #[default]
+    Summary,
+    /// Only on a day with exceptions or failed backups, listing them.
+    Exceptions,
+    /// No report.
+    Off,
+}
+
+/// The monthly price of protecting one entity of a kind, in cents of the table's currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Price {
+    pub service: Service,
+    pub kind: EntityKind,
+    /// An active entity (backed up daily), per month.
+    pub active_cents: u64,
+    /// A paused (archived) entity, per month: its data is kept and restorable.
+    pub paused_cents: u64,
+}
+
+/// What protection costs, per service and kind of entity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PriceTable {
+    /// ISO 4217 code, e.g. `USD`.
+    pub currency: String,
+    pub prices: Vec<Price>,
+}
+
+impl PriceTable {
+    pub fn price(&self, kind: EntityKind) -> Option<&Price> {
+        self.prices.iter().find(|p| p.kind == kind)
+    }
+}
+
+/// The role of an admin (or an API key): the most it may be allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// Everything, and what only the owner may do: require 2FA, purge data.
     Owner,
+    /// Everything but the owner's own rights.
     Admin,
+    /// Backups and recovery: manage backups, restore, download.
+    Operator,
+    /// Read only.
+    Viewer,
+}
+
+/// What an admin may change; reading is open to every role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    /// Connections, discovery, activation, pause, backups.
+    ManageBackups,
+    Restore,
+    /// Exports and their download links.
+    Download,
+    /// The billing projection and the price table.
+    Billing,
+    /// Invite, change, suspend and remove admins; API keys; the audit log.
+    ManageAdmins,
+    /// The account's settings (name, report, time zone, notification addresses).
+    Settings,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 6] = [
+        Self::ManageBackups,
+        Self::Restore,
+        Self::Download,
+        Self::Billing,
+        Self::ManageAdmins,
+        Self::Settings,
+    ];
+}
+
+impl Role {
+    /// The permissions this role may hold (and gets by default).
+    pub fn allowed(self) -> &'static [Permission] {
+        match self {
+            Self::Owner | Self::Admin => &Permission::ALL,
+            Self::Operator => &[Permission::ManageBackups, Permission::Restore, Permission::Download],
+            Self::Viewer => &[],
+        }
+    }
+
+    /// The permissions an admin of this role has, given the set chosen for
+    /// them: the owner has all; others what was chosen, within the role.
+    pub fn effective(self, chosen: &[Permission]) -> Vec<Permission> {
+        match self {
+            Self::Owner => Permission::ALL.to_vec(),
+            _ => self.allowed().iter().copied().filter(|p| chosen.contains(p)).collect(),
+        }
+    }
+}
+
+/// Where an admin stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminStatus {
+    #[default]
+    Active,
+    /// Invited by e-mail, not yet accepted.
+    Invited,
+    /// Cannot sign in; their sessions and nothing else end.
+    Suspended,
 }
 
 /// An admin of an account. Secrets (password hash, sealed TOTP seed) are kept
@@ -91,8 +245,25 @@ pub struct Admin {
     pub email: String,
     pub display_name: String,
     pub role: Role,
+    /// The permissions chosen for the admin (within the role; the owner has all).
+    #[serde(default)]
+    pub permissions: Vec<Permission>,
+    #[serde(default)]
+    pub status: AdminStatus,
     pub totp_enabled: bool,
     pub created_at: DateTime<Utc>,
+    /// Who invited them (none for the owner who signed up).
+    #[serde(default)]
+    pub invited_by: Option<AdminId>,
+    #[serde(default)]
+    pub last_sign_in_at: Option<DateTime<Utc>>,
+}
+
+impl Admin {
+    /// What this admin may change.
+    pub fn effective_permissions(&self) -> Vec<Permission> {
+        self.role.effective(&self.permissions)
+    }
 }
 
 /// What proves an admin's identity; never serialized into an API response.
@@ -109,6 +280,14 @@ pub struct AdminSecrets {
     /// Failed sign-ins since the last success.
     pub failed_signins: u32,
     pub locked_until: Option<DateTime<Utc>>,
+    /// Sessions of an older generation are over (bumped by a password change).
+    #[serde(default)]
+    pub session_generation: u64,
+    /// SHA-256 (hex) of the pending invitation's token, and until when it holds.
+    #[serde(default)]
+    pub invite_token_sha256: Option<String>,
+    #[serde(default)]
+    pub invite_expires_at: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for AdminSecrets {
@@ -208,7 +387,7 @@ impl EntityKind {
 }
 
 /// The life of an entity: found, backed up, paused (archived), vanished from the source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EntityStatus {
     Discovered,
@@ -253,8 +432,67 @@ pub struct Activity {
     /// e.g. `discovery`.
     pub kind: String,
     pub connection_id: Option<ConnectionId>,
+    /// The service of the connection.
+    #[serde(default)]
+    pub service: Option<Service>,
     pub status: String,
     pub summary: String,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+/// An API key for scripts and integrations: it acts with its role's
+/// permissions; the secret is shown once and only its SHA-256 is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub account_id: AccountId,
+    pub name: String,
+    /// Admin, operator or viewer (never owner).
+    pub role: Role,
+    /// The first characters of the secret, to tell keys apart.
+    pub prefix: String,
+    pub created_by: AdminId,
+    pub created_at: DateTime<Utc>,
+    /// Updated at most once a minute.
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub last_used_ip: Option<String>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Who did something.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Actor {
+    Admin {
+        admin_id: AdminId,
+        email: String,
+    },
+    ApiKey {
+        key_id: ApiKeyId,
+        name: String,
+    },
+    /// Not signed in (a failed sign-in, a download by e-mailed link).
+    Anonymous {
+        email: Option<String>,
+    },
+}
+
+/// One entry of the audit log: append-only, never changed or deleted by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditRecord {
+    pub id: AuditId,
+    pub account_id: AccountId,
+    pub at: DateTime<Utc>,
+    pub actor: Actor,
+    /// The client's address (`X-Forwarded-For`'s first hop, or the peer).
+    pub ip: Option<String>,
+    /// e.g. `sign_in`, `activate`, `restore`, `admin_invite`.
+    pub action: String,
+    /// What it acted on (an entity, admin, key or job id), when one thing.
+    pub target: Option<String>,
+    /// `success`, `failure` or `denied`.
+    pub outcome: String,
     #[schema(value_type = Object)]
     pub details: serde_json::Value,
 }

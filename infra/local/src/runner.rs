@@ -345,7 +345,8 @@ pub(crate) async fn start(
             let shutdown = async move {
                 let _ = rx.wait_for(|stopped| *stopped).await;
             };
-            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(shutdown).await {
                 eprintln!("the API server stopped: {e}");
             }
         }));

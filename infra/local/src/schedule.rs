@@ -84,13 +84,30 @@ pub fn find(template: &Template, state: &StackState, logical_id: &str) -> Result
         .with_context(|| format!("no schedule {logical_id}; the template has {names:?}"))
 }
 
+/// Scheduler's context attribute for the time a schedule was due.
+pub const SCHEDULED_TIME: &str = "<aws.scheduler.scheduled-time>";
+
+/// The target input as Scheduler sends it: context attributes replaced by
+/// their values (the scheduled time in RFC 3339, UTC, whole seconds).
+pub fn input_at(input: &str, scheduled: DateTime<Utc>) -> String {
+    input.replace(
+        SCHEDULED_TIME,
+        &scheduled.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
+}
+
 impl Schedule {
     /// Delivers the target input now, as Scheduler does when the schedule is due.
     pub async fn fire(&self, sdk: &aws_config::SdkConfig) -> Result<()> {
+        self.fire_at(sdk, Utc::now()).await
+    }
+
+    /// Delivers the target input as the firing due at `scheduled` would.
+    pub async fn fire_at(&self, sdk: &aws_config::SdkConfig, scheduled: DateTime<Utc>) -> Result<()> {
         aws_sdk_sqs::Client::new(sdk)
             .send_message()
             .queue_url(&self.queue_url)
-            .message_body(&self.input)
+            .message_body(input_at(&self.input, scheduled))
             .set_message_group_id(self.message_group_id.clone())
             .send()
             .await
@@ -193,10 +210,12 @@ pub async fn run_timetable(schedule: Schedule, sdk: aws_config::SdkConfig, repor
             schedule.expression
         ));
         tokio::time::sleep((next - now).to_std().unwrap_or(Duration::ZERO)).await;
-        match schedule.fire(&sdk).await {
+        match schedule.fire_at(&sdk, next).await {
             Ok(()) => report(format!(
                 "schedule   {} fired: {} -> {}",
-                schedule.logical_id, schedule.input, schedule.queue_logical_id
+                schedule.logical_id,
+                input_at(&schedule.input, next),
+                schedule.queue_logical_id
             )),
             Err(e) => report(format!("schedule   {}: {e:#}", schedule.logical_id)),
         }
@@ -261,6 +280,19 @@ mod tests {
             at(2026, 12, 1, 8, 0)
         );
         assert!(next_fire("at(2020-01-01T00:00:00)", chrono_tz::UTC, after).is_err());
+    }
+
+    #[test]
+    fn the_scheduled_time_is_put_into_the_input() {
+        let scheduled = at(2026, 11, 26, 7, 0) + chrono::Duration::milliseconds(250);
+        assert_eq!(
+            input_at(r#"{"scheduled_time":"<aws.scheduler.scheduled-time>"}"#, scheduled),
+            r#"{"scheduled_time":"2026-11-26T07:00:00Z"}"#
+        );
+        assert_eq!(
+            input_at(r#"{"type":"all_connections"}"#, scheduled),
+            r#"{"type":"all_connections"}"#
+        );
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub async fn handlers(stack: &Stack, overrides: &BTreeMap<String, String>) -> Re
                     Box::pin(async move { Ok(strata::ops::backup::handle_batch(&ctx, event, deadline).await) })
                 }))
             }
+            "ReportFunction" => Handler::Sqs(Arc::new(move |event| {
+                let ctx = ctx.clone();
+                Box::pin(async move { Ok(strata::ops::report::handle_batch(&ctx, event).await) })
+            })),
             "RestoreFunction" | "ExportFunction" => {
                 let timeout = std::time::Duration::from_secs(stack.template().function_timeout_secs(&function)?);
                 let kind = if function == "RestoreFunction" {

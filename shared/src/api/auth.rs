@@ -3,7 +3,9 @@
 
 use super::AppState;
 use super::error::{ApiError, JsonBody};
-use crate::model::{Account, AccountId, Admin, AdminId, AdminSecrets, Role};
+use crate::model::{
+    Account, AccountId, Actor, Admin, AdminId, AdminSecrets, AdminStatus, Permission, ReportMode, Role,
+};
 use crate::secrets::{SealContext, Secret, constant_time_eq};
 use crate::state::Session;
 use argon2::Argon2;
@@ -27,59 +29,142 @@ const TOTP_STEP_SECS: u64 = 30;
 const TOTP_DIGITS: usize = 6;
 const TOTP_ISSUER: &str = "Strata";
 
-/// The authenticated admin of a request: the only source of the account id.
+/// The authenticated caller of a request (an admin's session or an API
+/// key): the only source of the account id.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub account_id: AccountId,
+    /// The admin (for an API key: the admin who created it).
     pub admin_id: AdminId,
     pub role: Role,
-    token_hash: String,
+    /// What the caller may change.
+    pub permissions: Vec<Permission>,
+    pub actor: Actor,
+    pub ip: Option<String>,
+    /// Whether the admin has two-factor authentication on (keys: true).
+    pub totp_enabled: bool,
+    /// The session's token hash (none for an API key).
+    token_hash: Option<String>,
 }
 
 fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// API keys start with this, so that they are told from session tokens (and found by secret scanners).
+pub const API_KEY_PREFIX: &str = "stk_";
+
+/// Authenticates a request: `Authorization: Bearer <session token or API key>`.
+pub async fn authenticate(ctx: &AppState, parts: &Parts) -> Result<Principal, ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let Some(token) = header.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()) else {
+        return Err(ApiError::unauthorized(
+            "unauthenticated",
+            "sign in first: send Authorization: Bearer <session token or API key>",
+        ));
+    };
+    let ip = super::access::client_ip(parts);
+    let hash = token_hash(token);
+    if token.starts_with(API_KEY_PREFIX) {
+        return super::admins::authenticate_key(ctx, &hash, ip).await;
+    }
+    let Some(session) = ctx.state.session(&hash, Utc::now()).await? else {
+        return Err(ApiError::unauthorized(
+            "session_expired",
+            "the session has expired or was ended; sign in again",
+        ));
+    };
+    let Some((admin, secrets, _)) = ctx.state.admin(&session.account_id, &session.admin_id).await? else {
+        return Err(ApiError::unauthorized(
+            "session_expired",
+            "the admin of this session no longer exists",
+        ));
+    };
+    if session.generation != secrets.session_generation {
+        return Err(ApiError::unauthorized(
+            "session_expired",
+            "the session was ended (the password changed); sign in again",
+        ));
+    }
+    if admin.status != AdminStatus::Active {
+        return Err(ApiError::unauthorized("admin_suspended", "this admin is suspended"));
+    }
+    Ok(Principal {
+        account_id: session.account_id,
+        admin_id: admin.id.clone(),
+        role: admin.role,
+        permissions: admin.effective_permissions(),
+        actor: Actor::Admin {
+            admin_id: admin.id.clone(),
+            email: admin.email.clone(),
+        },
+        ip,
+        totp_enabled: admin.totp_enabled,
+        token_hash: Some(hash),
+    })
+}
+
+impl Principal {
+    /// A principal for an API key (built by [`super::admins`]).
+    pub(crate) fn for_key(key: &crate::model::ApiKey, ip: Option<String>) -> Self {
+        Self {
+            account_id: key.account_id.clone(),
+            admin_id: key.created_by.clone(),
+            role: key.role,
+            permissions: key.role.effective(key.role.allowed()),
+            actor: Actor::ApiKey {
+                key_id: key.id.clone(),
+                name: key.name.clone(),
+            },
+            ip,
+            totp_enabled: true,
+            token_hash: None,
+        }
+    }
+
+    /// The signed-in admin (not an API key), for what only a person does.
+    fn session_hash(&self) -> Result<&str, ApiError> {
+        self.token_hash.as_deref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "an API key cannot do this: sign in as an admin",
+            )
+        })
+    }
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
+    /// The principal the access layer authenticated and authorized.
     async fn from_request_parts(parts: &mut Parts, ctx: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let Some(token) = header.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()) else {
-            return Err(ApiError::unauthorized(
-                "unauthenticated",
-                "sign in first: send Authorization: Bearer <session token>",
-            ));
-        };
-        let hash = token_hash(token);
-        let Some(session) = ctx.state.session(&hash, Utc::now()).await? else {
-            return Err(ApiError::unauthorized(
-                "session_expired",
-                "the session has expired or was ended; sign in again",
-            ));
-        };
-        let Some((admin, _, _)) = ctx.state.admin(&session.account_id, &session.admin_id).await? else {
-            return Err(ApiError::unauthorized(
-                "session_expired",
-                "the admin of this session no longer exists",
-            ));
-        };
-        Ok(Self {
-            account_id: session.account_id,
-            admin_id: admin.id,
-            role: admin.role,
-            token_hash: hash,
-        })
+        match parts.extensions.get::<Principal>() {
+            Some(p) => Ok(p.clone()),
+            // Every route is behind the access layer; this is only a safety net.
+            None => authenticate(ctx, parts).await,
+        }
+    }
+}
+
+/// The client's address, for handlers of public routes (audit records).
+pub struct ClientIp(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(super::access::client_ip(parts)))
     }
 }
 
 // ----- passwords -----
 
-async fn hash_password(password: Secret) -> Result<String, ApiError> {
+pub(crate) async fn hash_password(password: Secret) -> Result<String, ApiError> {
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut rand::rngs::OsRng);
         Argon2::default()
@@ -92,7 +177,7 @@ async fn hash_password(password: Secret) -> Result<String, ApiError> {
 }
 
 /// Verifies a password against a PHC string off the async executor (argon2 is slow on purpose).
-async fn verify_password(password: Secret, phc: String) -> Result<bool, ApiError> {
+pub(crate) async fn verify_password(password: Secret, phc: String) -> Result<bool, ApiError> {
     tokio::task::spawn_blocking(move || match PasswordHash::new(&phc) {
         Ok(parsed) => Argon2::default()
             .verify_password(password.expose().as_bytes(), &parsed)
@@ -107,7 +192,7 @@ async fn verify_password(password: Secret, phc: String) -> Result<bool, ApiError
 const DUMMY_PHC: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$ljZ+4p3X0JZ2n3y3u0m2dS8bXx1m0qK4qv2y9d0bC6A";
 
-fn check_password_rules(password: &Secret) -> Result<(), ApiError> {
+pub(crate) fn check_password_rules(password: &Secret) -> Result<(), ApiError> {
     if password.expose().chars().count() < MIN_PASSWORD_CHARS {
         return Err(ApiError::bad_request(
             "weak_password",
@@ -117,7 +202,7 @@ fn check_password_rules(password: &Secret) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn normalize_email(email: &str) -> Result<String, ApiError> {
+pub(crate) fn normalize_email(email: &str) -> Result<String, ApiError> {
     let email = email.trim().to_lowercase();
     let valid = email.len() <= 254
         && email.split_once('@').is_some_and(|(local, domain)| {
@@ -155,6 +240,7 @@ pub struct SignupResponse {
     responses((status = 201, body = SignupResponse), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
 pub async fn signup(
     State(ctx): State<AppState>,
+    ClientIp(ip): ClientIp,
     JsonBody(req): JsonBody<SignupRequest>,
 ) -> Result<(StatusCode, Json<SignupResponse>), ApiError> {
     let account_name = req.account_name.trim().to_string();
@@ -166,12 +252,7 @@ pub async fn signup(
     }
     let email = normalize_email(&req.email)?;
     check_password_rules(&req.password)?;
-    let account = Account {
-        id: AccountId::random(),
-        name: account_name,
-        auto_activate: false,
-        created_at: Utc::now(),
-    };
+    let account = Account::new(account_name);
     let bootstrap = !ctx.config.open_signup;
     if bootstrap {
         let expected = ctx
@@ -205,8 +286,12 @@ pub async fn signup(
             .unwrap_or_else(|| email.clone()),
         email,
         role: Role::Owner,
+        permissions: Vec::new(),
+        status: AdminStatus::Active,
         totp_enabled: false,
         created_at: Utc::now(),
+        invited_by: None,
+        last_sign_in_at: None,
     };
     let secrets = AdminSecrets {
         password_hash: hash_password(req.password).await?,
@@ -224,6 +309,22 @@ pub async fn signup(
         });
     }
     info!(account = %account.id, admin = %admin.id, "account created");
+    let actor = Actor::Admin {
+        admin_id: admin.id.clone(),
+        email: admin.email.clone(),
+    };
+    let details = serde_json::json!({ "account_name": account.name, "bootstrap": bootstrap });
+    super::audit::record(
+        &ctx,
+        &account.id,
+        actor,
+        ip,
+        "signup",
+        Some(account.id.to_string()),
+        "success",
+        details,
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(SignupResponse { account, admin })))
 }
 
@@ -252,16 +353,60 @@ fn invalid_credentials() -> ApiError {
 
 /// Signs in with e-mail, password and (when enabled) a TOTP code.
 #[utoipa::path(post, path = "/v1/sessions", request_body = SignInRequest, tag = "auth",
-    responses((status = 201, body = SessionResponse), (status = 401, body = super::error::ErrorBody, description = "invalid_credentials, totp_required or invalid_totp"), (status = 429, body = super::error::ErrorBody, description = "signin_locked")))]
+    responses((status = 201, body = SessionResponse), (status = 401, body = super::error::ErrorBody, description = "invalid_credentials, totp_required, invalid_totp or admin_suspended"), (status = 429, body = super::error::ErrorBody, description = "signin_locked")))]
 pub async fn sign_in(
     State(ctx): State<AppState>,
+    ClientIp(ip): ClientIp,
     JsonBody(req): JsonBody<SignInRequest>,
 ) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
     let email = req.email.trim().to_lowercase();
-    let Some((mut admin, mut secrets, version)) = ctx.state.admin_by_email(&email).await? else {
+    let Some((admin, secrets, version)) = ctx.state.admin_by_email(&email).await? else {
         verify_password(req.password, DUMMY_PHC.to_string()).await?;
         return Err(invalid_credentials());
     };
+    let account = admin.account_id.clone();
+    let actor = Actor::Anonymous {
+        email: Some(admin.email.clone()),
+    };
+    let target = Some(admin.id.to_string());
+    match sign_in_checked(&ctx, req, admin, secrets, version, ip.clone()).await {
+        Ok(response) => {
+            let actor = Actor::Admin {
+                admin_id: response.admin.id.clone(),
+                email: response.admin.email.clone(),
+            };
+            super::audit::record(
+                &ctx,
+                &account,
+                actor,
+                ip,
+                "sign_in",
+                target,
+                "success",
+                serde_json::json!({}),
+            )
+            .await;
+            Ok((StatusCode::CREATED, Json(response)))
+        }
+        Err(e) => {
+            // Asking for the second factor after a right password is a step, not a failure.
+            if e.code != "totp_required" {
+                let details = serde_json::json!({ "reason": e.code });
+                super::audit::record(&ctx, &account, actor, ip, "sign_in", target, "failure", details).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn sign_in_checked(
+    ctx: &AppState,
+    req: SignInRequest,
+    mut admin: Admin,
+    mut secrets: AdminSecrets,
+    version: u64,
+    ip: Option<String>,
+) -> Result<SessionResponse, ApiError> {
     let now = Utc::now();
     if let Some(until) = secrets.locked_until.filter(|u| *u > now) {
         let secs = u64::try_from((until - now).num_seconds()).unwrap_or(1).max(1);
@@ -319,12 +464,39 @@ pub async fn sign_in(
         let _ = ctx.state.save_admin(&admin, &secrets, version).await;
         return Err(error);
     }
+    match admin.status {
+        AdminStatus::Active => {}
+        AdminStatus::Suspended => {
+            return Err(ApiError::unauthorized("admin_suspended", "this admin is suspended"));
+        }
+        // An invited admin has no password of their own until they accept.
+        AdminStatus::Invited => return Err(invalid_credentials()),
+    }
     secrets.failed_signins = 0;
     secrets.locked_until = None;
+    admin.last_sign_in_at = Some(now);
     ctx.state
         .save_admin(&admin, &secrets, version)
         .await
         .map_err(|_| ApiError::conflict("retry", "a concurrent sign-in changed this admin; try again"))?;
+    let session = new_session(ctx, &admin, &secrets, ip).await?;
+    admin.totp_enabled = admin.totp_enabled && secrets.totp_sealed.is_some();
+    info!(admin = %admin.id, "signed in");
+    Ok(SessionResponse {
+        token: session.0,
+        expires_at: session.1,
+        admin,
+    })
+}
+
+/// Makes a session of the admin's current generation: its token and expiry.
+async fn new_session(
+    ctx: &AppState,
+    admin: &Admin,
+    secrets: &AdminSecrets,
+    ip: Option<String>,
+) -> Result<(String, DateTime<Utc>), ApiError> {
+    let now = Utc::now();
     let mut raw = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
@@ -334,24 +506,17 @@ pub async fn sign_in(
         admin_id: admin.id.clone(),
         created_at: now,
         expires_at,
+        generation: secrets.session_generation,
+        ip,
     };
     ctx.state.put_session(&token_hash(&token), &session).await?;
-    admin.totp_enabled = admin.totp_enabled && secrets.totp_sealed.is_some();
-    info!(admin = %admin.id, "signed in");
-    Ok((
-        StatusCode::CREATED,
-        Json(SessionResponse {
-            token,
-            expires_at,
-            admin,
-        }),
-    ))
+    Ok((token, expires_at))
 }
 
 /// Ends the current session.
 #[utoipa::path(delete, path = "/v1/sessions/current", tag = "auth", responses((status = 204)), security(("session" = [])))]
 pub async fn sign_out(State(ctx): State<AppState>, principal: Principal) -> Result<StatusCode, ApiError> {
-    ctx.state.delete_session(&principal.token_hash).await?;
+    ctx.state.delete_session(principal.session_hash()?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -502,25 +667,74 @@ pub async fn account(State(ctx): State<AppState>, principal: Principal) -> Resul
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AccountUpdate {
     pub name: Option<String>,
     /// Activate newly discovered users automatically.
     pub auto_activate: Option<bool>,
+    pub report_mode: Option<ReportMode>,
+    /// 0 to 23, in the account's time zone.
+    pub report_hour: Option<u8>,
+    /// IANA time zone, e.g. `Europe/Paris`.
+    pub timezone: Option<String>,
+    /// Who receives the daily report (at most 20 addresses; empty: the owners).
+    pub notification_addresses: Option<Vec<String>>,
 }
 
 /// Changes the account's settings.
-#[utoipa::path(patch, path = "/v1/account", request_body = AccountUpdate, tag = "account", responses((status = 200, body = Account)), security(("session" = [])))]
+#[utoipa::path(patch, path = "/v1/account", request_body = AccountUpdate, tag = "account", responses((status = 200, body = Account), (status = 400, body = super::error::ErrorBody)), security(("session" = [])))]
 pub async fn update_account(
     State(ctx): State<AppState>,
     principal: Principal,
     JsonBody(req): JsonBody<AccountUpdate>,
-) -> Result<Json<Account>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let name = req.name.map(|n| n.trim().to_string());
     if name.as_ref().is_some_and(|n| n.is_empty() || n.chars().count() > 200) {
         return Err(ApiError::bad_request(
             "invalid_account_name",
             "the account name must have 1 to 200 characters",
         ));
+    }
+    if req.report_hour.is_some_and(|h| h > 23) {
+        return Err(ApiError::bad_request(
+            "invalid_report_hour",
+            "the report hour is 0 to 23",
+        ));
+    }
+    if let Some(tz) = &req.timezone
+        && tz.parse::<chrono_tz::Tz>().is_err()
+    {
+        return Err(ApiError::bad_request(
+            "invalid_timezone",
+            format!("{tz:?} is not an IANA time zone (e.g. Europe/Paris)"),
+        ));
+    }
+    let addresses = match req.notification_addresses {
+        Some(list) if list.len() > 20 => {
+            return Err(ApiError::bad_request(
+                "too_many_addresses",
+                "at most 20 notification addresses",
+            ));
+        }
+        Some(list) => {
+            let mut out: Vec<String> = list.iter().map(|a| normalize_email(a)).collect::<Result<_, _>>()?;
+            out.dedup();
+            Some(out)
+        }
+        None => None,
+    };
+    let mut changed = Vec::new();
+    for (field, set) in [
+        ("name", name.is_some()),
+        ("auto_activate", req.auto_activate.is_some()),
+        ("report_mode", req.report_mode.is_some()),
+        ("report_hour", req.report_hour.is_some()),
+        ("timezone", req.timezone.is_some()),
+        ("notification_addresses", addresses.is_some()),
+    ] {
+        if set {
+            changed.push(field);
+        }
     }
     let account = ctx
         .state
@@ -531,9 +745,169 @@ pub async fn update_account(
             if let Some(v) = req.auto_activate {
                 a.auto_activate = v;
             }
+            if let Some(v) = req.report_mode {
+                a.report_mode = v;
+            }
+            if let Some(v) = req.report_hour {
+                a.report_hour = v;
+            }
+            if let Some(v) = &req.timezone {
+                a.timezone = v.clone();
+            }
+            if let Some(v) = &addresses {
+                a.notification_addresses = v.clone();
+            }
         })
         .await?;
-    Ok(Json(account))
+    Ok(super::audit::noted(
+        Json(account),
+        serde_json::json!({ "changed": changed }),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityUpdate {
+    /// Every admin must turn two-factor authentication on before doing anything else.
+    pub require_2fa: bool,
+}
+
+/// The owner's security settings: require two-factor authentication of every admin.
+#[utoipa::path(put, path = "/v1/account/security", request_body = SecurityUpdate, tag = "account", responses((status = 200, body = Account)), security(("session" = [])))]
+pub async fn update_security(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    JsonBody(req): JsonBody<SecurityUpdate>,
+) -> Result<axum::response::Response, ApiError> {
+    let account = ctx
+        .state
+        .update_account(&principal.account_id, |a| a.require_2fa = req.require_2fa)
+        .await?;
+    Ok(super::audit::noted(
+        Json(account),
+        serde_json::json!({ "require_2fa": req.require_2fa }),
+    ))
+}
+
+// ----- the admin's own profile and password -----
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileUpdate {
+    pub display_name: Option<String>,
+    /// A new sign-in address (needs `current_password`).
+    pub email: Option<String>,
+    #[schema(value_type = Option<String>, format = Password)]
+    pub current_password: Option<Secret>,
+}
+
+/// Changes the signed-in admin's display name or e-mail address.
+#[utoipa::path(patch, path = "/v1/me", request_body = ProfileUpdate, tag = "auth", responses((status = 200, body = Admin), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)), security(("session" = [])))]
+pub async fn update_me(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    JsonBody(req): JsonBody<ProfileUpdate>,
+) -> Result<axum::response::Response, ApiError> {
+    principal.session_hash()?;
+    let (mut admin, secrets, version) = ctx
+        .state
+        .admin(&principal.account_id, &principal.admin_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("admin"))?;
+    let mut changed = Vec::new();
+    if let Some(name) = req.display_name.map(|n| n.trim().to_string()) {
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(ApiError::bad_request(
+                "invalid_display_name",
+                "the display name must have 1 to 200 characters",
+            ));
+        }
+        admin.display_name = name;
+        changed.push("display_name");
+    }
+    let old_email = admin.email.clone();
+    if let Some(email) = req.email.as_deref().map(normalize_email).transpose()?
+        && email != old_email
+    {
+        let Some(password) = req.current_password else {
+            return Err(ApiError::bad_request(
+                "current_password_required",
+                "changing the e-mail address needs the current password",
+            ));
+        };
+        if !verify_password(password, secrets.password_hash.clone()).await? {
+            return Err(ApiError::bad_request("wrong_password", "the current password is wrong"));
+        }
+        admin.email = email;
+        changed.push("email");
+    }
+    if changed.contains(&"email") {
+        ctx.state
+            .change_admin_email(&admin, &secrets, version, &old_email)
+            .await
+            .map_err(|e| match e {
+                crate::state::StateError::EmailTaken => {
+                    ApiError::conflict("email_taken", "an admin with this e-mail address already exists")
+                }
+                crate::state::StateError::Contended => {
+                    ApiError::conflict("retry", "the admin changed meanwhile; try again")
+                }
+                other => other.into(),
+            })?;
+    } else if !changed.is_empty() {
+        ctx.state
+            .save_admin(&admin, &secrets, version)
+            .await
+            .map_err(|_| ApiError::conflict("retry", "the admin changed meanwhile; try again"))?;
+    }
+    Ok(super::audit::noted(
+        Json(admin),
+        serde_json::json!({ "changed": changed }),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    #[schema(value_type = String, format = Password)]
+    pub current_password: Secret,
+    #[schema(value_type = String, format = Password)]
+    pub new_password: Secret,
+}
+
+/// Changes the signed-in admin's password: every other session of theirs ends.
+#[utoipa::path(post, path = "/v1/me/password", request_body = PasswordChange, tag = "auth", responses((status = 200, body = SessionResponse, description = "a new session; every other session has ended"), (status = 400, body = super::error::ErrorBody)), security(("session" = [])))]
+pub async fn change_password(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    JsonBody(req): JsonBody<PasswordChange>,
+) -> Result<Json<SessionResponse>, ApiError> {
+    let current_hash = principal.session_hash()?.to_string();
+    let (admin, mut secrets, version) = ctx
+        .state
+        .admin(&principal.account_id, &principal.admin_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("admin"))?;
+    if !verify_password(req.current_password, secrets.password_hash.clone()).await? {
+        return Err(ApiError::bad_request("wrong_password", "the current password is wrong"));
+    }
+    check_password_rules(&req.new_password)?;
+    secrets.password_hash = hash_password(req.new_password).await?;
+    // Every session of an older generation is over, this one included: the
+    // caller gets a new session of the new generation.
+    secrets.session_generation += 1;
+    ctx.state
+        .save_admin(&admin, &secrets, version)
+        .await
+        .map_err(|_| ApiError::conflict("retry", "the admin changed meanwhile; try again"))?;
+    ctx.state.delete_session(&current_hash).await?;
+    let (token, expires_at) = new_session(&ctx, &admin, &secrets, principal.ip.clone()).await?;
+    info!(admin = %admin.id, "password changed; other sessions ended");
+    Ok(Json(SessionResponse {
+        token,
+        expires_at,
+        admin,
+    }))
 }
 
 #[cfg(test)]

@@ -303,6 +303,9 @@ pub struct ActivityQuery {
     pub entity_id: Option<String>,
     /// Only this day (UTC), `YYYY-MM-DD`.
     pub day: Option<chrono::NaiveDate>,
+    /// `ok`, `partial` (exceptions, or continues), `failed`; discovery: `succeeded`, `failed`.
+    pub status: Option<String>,
+    pub service: Option<crate::model::Service>,
     /// 1 to 500, default 50.
     pub limit: Option<usize>,
     pub cursor: Option<String>,
@@ -329,6 +332,8 @@ pub async fn activity(
                 kind: q.kind,
                 entity_id: q.entity_id.map(EntityId),
                 day: q.day,
+                status: q.status,
+                service: q.service,
             },
             q.limit.unwrap_or(50),
             q.cursor.as_deref(),

@@ -25,9 +25,13 @@ impl Modify for SessionAuth {
 #[openapi(
     info(title = "Strata API", description = "Self-hosted backup for Microsoft 365: accounts, connections, discovery, protected entities."),
     paths(
-        super::health,
+        super::health, document,
         super::auth::signup, super::auth::sign_in, super::auth::sign_out, super::auth::me,
         super::auth::totp_setup, super::auth::totp_confirm, super::auth::account, super::auth::update_account,
+        super::auth::update_me, super::auth::change_password, super::auth::update_security,
+        super::billing::billing, super::billing::set_prices,
+        super::admins::list, super::admins::invite, super::admins::update, super::admins::remove, super::admins::accept,
+        super::admins::list_keys, super::admins::create_key, super::admins::revoke_key, super::audit::list,
         super::connections::create, super::connections::list, super::connections::get_one, super::connections::remove,
         super::connections::discover, super::connections::discovery,
         super::entities::list, super::entities::get_one, super::entities::activate, super::entities::pause,
@@ -35,9 +39,10 @@ impl Modify for SessionAuth {
         super::recover::snapshots, super::recover::folders, super::recover::items, super::recover::search,
         super::recover::create_restore, super::recover::create_export, super::recover::jobs, super::recover::job,
         super::recover::download, super::recover::download_by_token,
+        super::purge::request, super::purge::confirm,
     ),
     modifiers(&SessionAuth),
-    tags((name = "auth"), (name = "account"), (name = "connections"), (name = "entities"), (name = "activity"), (name = "recovery"))
+    tags((name = "auth"), (name = "account"), (name = "connections"), (name = "entities"), (name = "activity"), (name = "recovery"), (name = "admins"))
 )]
 pub struct ApiDoc;
 

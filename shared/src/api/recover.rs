@@ -539,6 +539,7 @@ pub struct TokenQuery {
 #[utoipa::path(get, path = "/v1/downloads/{account}/{job}", tag = "recovery", params(("account" = String, Path), ("job" = String, Path), TokenQuery), responses((status = 302, description = "to the zip"), (status = 404, body = super::error::ErrorBody), (status = 410, body = super::error::ErrorBody)))]
 pub async fn download_by_token(
     State(ctx): State<AppState>,
+    super::auth::ClientIp(ip): super::auth::ClientIp,
     Path((account, job)): Path<(String, String)>,
     QueryParams(q): QueryParams<TokenQuery>,
 ) -> Result<Response, ApiError> {
@@ -554,6 +555,17 @@ pub async fn download_by_token(
         return Err(ApiError::not_found("download"));
     }
     let link = presigned(&ctx, &job).await?;
+    super::audit::record(
+        &ctx,
+        &job.account_id,
+        crate::model::Actor::Anonymous { email: None },
+        ip,
+        "download",
+        Some(job.id.to_string()),
+        "success",
+        serde_json::json!({ "via": "e-mailed link" }),
+    )
+    .await;
     Ok(Redirect::to(&link.url).into_response())
 }
 

@@ -294,6 +294,7 @@ async fn record_failure(ctx: &Context, msg: &BackupMessage, connection: &crate::
         at: Utc::now(),
         kind: "backup".into(),
         connection_id: Some(connection.clone()),
+        service: Some(crate::model::Service::M365),
         status: "failed".into(),
         summary: format!("backup failed: {e}"),
         details: json!({
@@ -622,6 +623,7 @@ async fn run(
         at: now,
         kind: "backup".into(),
         connection_id: Some(connection.id.clone()),
+        service: Some(connection.service),
         status: record.status.clone(),
         summary: format!(
             "{} added, {} changed, {} deleted, {} failed{}",

@@ -292,6 +292,8 @@ pub async fn discover(
         at: finished_at,
         kind: "discovery".into(),
         connection_id: Some(connection_id.clone()),
+        // Discovery runs on Microsoft 365 connections only, so far.
+        service: Some(crate::model::Service::M365),
         status: status.into(),
         summary,
         details,

@@ -7,4 +7,7 @@ pub mod connections;
 pub mod discovery;
 pub mod export;
 pub mod jobs;
+pub mod purge;
+pub mod report;
 pub mod restore;
+pub mod usage;

@@ -6,10 +6,12 @@
 
 mod crypto;
 mod format;
+mod purge;
 mod store;
 
 pub use crypto::{ChunkId, KeyError, KeyProvider, Keys, KmsKeys, TestKeys};
 pub use format::*;
+pub use purge::{PurgePlan, PurgeReport};
 pub use store::{BlobStore, MemoryStore, S3Store, StoreError};
 
 use base64::Engine;

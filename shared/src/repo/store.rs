@@ -26,6 +26,11 @@ pub trait BlobStore: Send + Sync {
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, StoreError>;
     /// Keys under a prefix, in lexical order.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// Keys under a prefix with their sizes in bytes, in lexical order.
+    async fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Removes an object; removing one that is not there is not an error.
+    /// Only erasure (purge) removes repository objects: they are otherwise immutable.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
 }
 
 /// An S3 bucket (path-style addressing works against emulators too).
@@ -106,6 +111,10 @@ impl BlobStore for S3Store {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.list_sized(prefix).await?.into_iter().map(|(k, _)| k).collect())
+    }
+
+    async fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let mut keys = Vec::new();
         let mut pages = self
             .client
@@ -116,10 +125,24 @@ impl BlobStore for S3Store {
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(unavailable)?;
-            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+            keys.extend(page.contents().iter().filter_map(|o| {
+                let size = u64::try_from(o.size().unwrap_or(0)).unwrap_or(0);
+                o.key().map(|k| (k.to_string(), size))
+            }));
         }
         keys.sort();
         Ok(keys)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 }
 
@@ -182,5 +205,19 @@ impl BlobStore for MemoryStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         Ok(self.lock().keys().filter(|k| k.starts_with(prefix)).cloned().collect())
+    }
+
+    async fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self
+            .lock()
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.len() as u64))
+            .collect())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.lock().remove(key);
+        Ok(())
     }
 }

@@ -13,6 +13,6 @@ mod store;
 pub use dynamo::DynamoItems;
 pub use items::{Cursor, Index, Item, ItemStore, Page, PutCondition, Query, StoreError};
 pub use memory::MemoryItems;
-pub use store::{ActivityFilter, EntityFilter, EntityPage, RequestClaim, Session, State, StateError};
+pub use store::{ActivityFilter, AuditFilter, EntityFilter, EntityPage, RequestClaim, Session, State, StateError};
 
 pub mod contract;

@@ -3,8 +3,8 @@
 
 use super::items::{Cursor, Item, ItemStore, PutCondition, Query, StoreError};
 use crate::model::{
-    Account, AccountId, Activity, Admin, AdminId, AdminSecrets, Connection, ConnectionId, Entity, EntityId, EntityKind,
-    EntityStatus, Job, JobId,
+    Account, AccountId, Activity, Admin, AdminId, AdminSecrets, ApiKey, ApiKeyId, AuditRecord, Connection,
+    ConnectionId, Entity, EntityId, EntityKind, EntityStatus, Job, JobId,
 };
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,12 @@ pub struct Session {
     pub admin_id: AdminId,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The admin's session generation when it was made: an older one is over.
+    #[serde(default)]
+    pub generation: u64,
+    /// The client's address at sign-in.
+    #[serde(default)]
+    pub ip: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -58,6 +64,13 @@ struct EmailClaim {
 struct RequestMarker {
     done: bool,
     lease_until: DateTime<Utc>,
+}
+
+/// A pending purge confirmation (`PURGE#<entity>`): the token itself is never stored.
+#[derive(Serialize, Deserialize)]
+struct PurgeConfirmation {
+    token_sha256: String,
+    expires_at: DateTime<Utc>,
 }
 
 /// What [`State::claim_request`] found.
@@ -94,15 +107,48 @@ pub struct ActivityFilter {
     pub kind: Option<String>,
     pub entity_id: Option<EntityId>,
     pub day: Option<chrono::NaiveDate>,
+    /// `ok`, `partial`, `failed`, ...
+    pub status: Option<String>,
+    pub service: Option<crate::model::Service>,
 }
 
 impl ActivityFilter {
     fn matches(&self, a: &Activity) -> bool {
         self.kind.as_ref().is_none_or(|k| a.kind == *k)
+            && self.status.as_ref().is_none_or(|s| a.status == *s)
+            && self.service.is_none_or(|s| a.service.is_none_or(|own| own == s))
             && self
                 .entity_id
                 .as_ref()
                 .is_none_or(|e| a.details.get("entity_id").and_then(|v| v.as_str()) == Some(e.as_str()))
+    }
+}
+
+/// Filters of the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    /// An admin or API key id.
+    pub actor: Option<String>,
+    pub outcome: Option<String>,
+    pub target: Option<String>,
+    pub day: Option<chrono::NaiveDate>,
+}
+
+impl AuditFilter {
+    fn matches(&self, r: &AuditRecord) -> bool {
+        let actor = match &r.actor {
+            crate::model::Actor::Admin { admin_id, .. } => Some(admin_id.as_str()),
+            crate::model::Actor::ApiKey { key_id, .. } => Some(key_id.as_str()),
+            crate::model::Actor::Anonymous { .. } => None,
+        };
+        self.action.as_ref().is_none_or(|a| r.action == *a)
+            && self.actor.as_ref().is_none_or(|a| actor == Some(a.as_str()))
+            && self.outcome.as_ref().is_none_or(|o| r.outcome == *o)
+            && self
+                .target
+                .as_ref()
+                .is_none_or(|t| r.target.as_deref() == Some(t.as_str()))
     }
 }
 
@@ -163,7 +209,8 @@ impl State {
                 PutCondition::NotExists,
             ),
             (
-                Item::new(acct(&account.id), "ACCOUNT", Self::encode(account)),
+                Item::new(acct(&account.id), "ACCOUNT", Self::encode(account))
+                    .with_index("ACCOUNTS", account.id.as_str()),
                 PutCondition::NotExists,
             ),
             (
@@ -205,6 +252,11 @@ impl State {
             .transpose()?)
     }
 
+    /// Every account of the deployment (the daily report's fan-out).
+    pub async fn all_accounts(&self) -> Result<Vec<Account>, StateError> {
+        self.query_all(Query::gsi1("ACCOUNTS")).await
+    }
+
     /// Changes an account's settings (read, modify, conditional write).
     pub async fn update_account(&self, id: &AccountId, change: impl Fn(&mut Account)) -> Result<Account, StateError> {
         self.update(&acct(id), "ACCOUNT", "account", |a: &mut Account| {
@@ -239,6 +291,14 @@ impl State {
         Ok(Some((record.admin, record.secrets, item.version)))
     }
 
+    /// Every admin of the account (invited and suspended ones too), oldest first.
+    pub async fn admins(&self, account: &AccountId) -> Result<Vec<Admin>, StateError> {
+        let records: Vec<AdminRecord> = self.query_all(Query::partition(acct(account)).prefix("ADMIN#")).await?;
+        let mut admins: Vec<Admin> = records.into_iter().map(|r| r.admin).collect();
+        admins.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(admins)
+    }
+
     /// Writes an admin back if nobody changed it since `version` was read.
     pub async fn save_admin(&self, admin: &Admin, secrets: &AdminSecrets, version: u64) -> Result<(), StateError> {
         let record = AdminRecord {
@@ -253,6 +313,209 @@ impl State {
         match self.items.put(item, PutCondition::Version(version)).await {
             Err(StoreError::ConditionFailed { .. }) => Err(StateError::Contended),
             other => Ok(other?),
+        }
+    }
+
+    /// Adds an invited admin: the e-mail address must be free.
+    pub async fn create_admin(&self, admin: &Admin, secrets: &AdminSecrets) -> Result<(), StateError> {
+        let claim = EmailClaim {
+            account_id: admin.account_id.clone(),
+            admin_id: admin.id.clone(),
+        };
+        let record = AdminRecord {
+            admin: admin.clone(),
+            secrets: secrets.clone(),
+        };
+        let batch = vec![
+            (
+                Item::new(
+                    format!("EMAIL#{}", admin.email.to_lowercase()),
+                    "EMAIL",
+                    Self::encode(&claim),
+                ),
+                PutCondition::NotExists,
+            ),
+            (
+                Item::new(
+                    acct(&admin.account_id),
+                    format!("ADMIN#{}", admin.id),
+                    Self::encode(&record),
+                ),
+                PutCondition::NotExists,
+            ),
+        ];
+        match self.items.put_all(batch).await {
+            Err(StoreError::ConditionFailed { pk, .. }) if pk.starts_with("EMAIL#") => Err(StateError::EmailTaken),
+            other => Ok(other?),
+        }
+    }
+
+    /// Changes an admin's e-mail address: the new one is claimed with the
+    /// admin's write in one transaction, then the old claim is let go.
+    pub async fn change_admin_email(
+        &self,
+        admin: &Admin,
+        secrets: &AdminSecrets,
+        version: u64,
+        old_email: &str,
+    ) -> Result<(), StateError> {
+        let claim = EmailClaim {
+            account_id: admin.account_id.clone(),
+            admin_id: admin.id.clone(),
+        };
+        let record = AdminRecord {
+            admin: admin.clone(),
+            secrets: secrets.clone(),
+        };
+        let batch = vec![
+            (
+                Item::new(
+                    format!("EMAIL#{}", admin.email.to_lowercase()),
+                    "EMAIL",
+                    Self::encode(&claim),
+                ),
+                PutCondition::NotExists,
+            ),
+            (
+                Item::new(
+                    acct(&admin.account_id),
+                    format!("ADMIN#{}", admin.id),
+                    Self::encode(&record),
+                ),
+                PutCondition::Version(version),
+            ),
+        ];
+        match self.items.put_all(batch).await {
+            Err(StoreError::ConditionFailed { pk, .. }) if pk.starts_with("EMAIL#") => {
+                return Err(StateError::EmailTaken);
+            }
+            Err(StoreError::ConditionFailed { .. }) => return Err(StateError::Contended),
+            other => other?,
+        }
+        Ok(self
+            .items
+            .delete(&format!("EMAIL#{}", old_email.to_lowercase()), "EMAIL")
+            .await?)
+    }
+
+    /// Removes an admin and frees their e-mail address; their sessions end
+    /// with them (a session's admin must exist).
+    pub async fn delete_admin(&self, admin: &Admin) -> Result<(), StateError> {
+        self.items
+            .delete(&acct(&admin.account_id), &format!("ADMIN#{}", admin.id))
+            .await?;
+        Ok(self
+            .items
+            .delete(&format!("EMAIL#{}", admin.email.to_lowercase()), "EMAIL")
+            .await?)
+    }
+
+    // ----- API keys -----
+
+    /// Stores a new key under its secret's hash (for authentication) and its id (for the list).
+    pub async fn put_api_key(&self, key: &ApiKey, secret_hash: &str) -> Result<(), StateError> {
+        let pointer = serde_json::json!({ "account_id": key.account_id, "key_id": key.id });
+        let batch = vec![
+            (
+                Item::new(format!("APIKEY#{secret_hash}"), "APIKEY", pointer),
+                PutCondition::NotExists,
+            ),
+            (
+                Item::new(acct(&key.account_id), format!("APIKEY#{}", key.id), Self::encode(key)),
+                PutCondition::NotExists,
+            ),
+        ];
+        Ok(self.items.put_all(batch).await?)
+    }
+
+    /// The key whose secret has this hash, if it exists.
+    pub async fn api_key_by_hash(&self, secret_hash: &str) -> Result<Option<ApiKey>, StateError> {
+        let Some(pointer) = self.items.get(&format!("APIKEY#{secret_hash}"), "APIKEY").await? else {
+            return Ok(None);
+        };
+        let account: AccountId =
+            serde_json::from_value(pointer.doc["account_id"].clone()).map_err(|e| StoreError::Corrupt {
+                pk: pointer.pk.clone(),
+                sk: pointer.sk.clone(),
+                reason: e.to_string(),
+            })?;
+        let id: ApiKeyId = serde_json::from_value(pointer.doc["key_id"].clone()).map_err(|e| StoreError::Corrupt {
+            pk: pointer.pk.clone(),
+            sk: pointer.sk.clone(),
+            reason: e.to_string(),
+        })?;
+        self.api_key(&account, &id).await
+    }
+
+    pub async fn api_key(&self, account: &AccountId, id: &ApiKeyId) -> Result<Option<ApiKey>, StateError> {
+        Ok(self
+            .items
+            .get(&acct(account), &format!("APIKEY#{id}"))
+            .await?
+            .map(|i| i.decode())
+            .transpose()?)
+    }
+
+    pub async fn api_keys(&self, account: &AccountId) -> Result<Vec<ApiKey>, StateError> {
+        self.query_all(Query::partition(acct(account)).prefix("APIKEY#")).await
+    }
+
+    /// Changes a key (revocation, last use); `change` returns false to leave it.
+    pub async fn update_api_key(
+        &self,
+        account: &AccountId,
+        id: &ApiKeyId,
+        change: impl Fn(&mut ApiKey) -> bool,
+    ) -> Result<ApiKey, StateError> {
+        self.update(&acct(account), &format!("APIKEY#{id}"), "api key", change)
+            .await
+    }
+
+    // ----- audit log -----
+
+    /// Appends to the audit log (never overwrites; nothing deletes it).
+    pub async fn put_audit(&self, record: &AuditRecord) -> Result<(), StateError> {
+        let sk = format!("AUDIT#{}#{}", record.at.format("%Y-%m-%dT%H:%M:%S%.6fZ"), record.id);
+        let item = Item::new(acct(&record.account_id), sk, Self::encode(record));
+        Ok(self.items.put(item, PutCondition::NotExists).await?)
+    }
+
+    /// The audit log, newest first, filtered.
+    pub async fn audit_log(
+        &self,
+        account: &AccountId,
+        filter: &AuditFilter,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<AuditRecord>, Option<String>), StateError> {
+        let limit = limit.clamp(1, 500);
+        let prefix = match filter.day {
+            Some(day) => format!("AUDIT#{}", day.format("%Y-%m-%d")),
+            None => "AUDIT#".to_string(),
+        };
+        let mut start = cursor.map(Cursor::decode).transpose()?;
+        let mut items = Vec::new();
+        loop {
+            let query = Query::partition(acct(account))
+                .prefix(prefix.clone())
+                .limit(limit)
+                .start(start.clone())
+                .descending();
+            let page = self.items.query(query).await?;
+            for item in &page.items {
+                let record: AuditRecord = item.decode()?;
+                start = Some(Cursor::of(item));
+                if filter.matches(&record) {
+                    items.push(record);
+                    if items.len() == limit {
+                        return Ok((items, start.map(|c| c.encode())));
+                    }
+                }
+            }
+            if page.next.is_none() {
+                return Ok((items, None));
+            }
+            start = page.next;
         }
     }
 
@@ -587,6 +850,49 @@ impl State {
             .await?)
     }
 
+    // ----- erasure (purge): the cursor goes, and the two-step confirmation -----
+
+    /// Forgets an entity's backup cursor: its backed-up data was purged, so
+    /// a later backup must read the entity whole.
+    pub async fn delete_cursor(&self, account: &AccountId, entity: &EntityId) -> Result<(), StateError> {
+        Ok(self.items.delete(&acct(account), &format!("CURSOR#{entity}")).await?)
+    }
+
+    /// Records the SHA-256 (hex) of the token that confirms a purge of the
+    /// entity, valid until `expires_at`; replaces an earlier one.
+    pub async fn put_purge_token(
+        &self,
+        account: &AccountId,
+        entity: &EntityId,
+        token_sha256: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        let doc = PurgeConfirmation {
+            token_sha256: token_sha256.to_string(),
+            expires_at,
+        };
+        let item =
+            Item::new(acct(account), format!("PURGE#{entity}"), Self::encode(&doc)).with_ttl(expires_at.timestamp());
+        Ok(self.items.put(item, PutCondition::None).await?)
+    }
+
+    /// The pending purge confirmation of the entity: its token's SHA-256 and until when it holds.
+    pub async fn purge_token(
+        &self,
+        account: &AccountId,
+        entity: &EntityId,
+    ) -> Result<Option<(String, DateTime<Utc>)>, StateError> {
+        let Some(item) = self.items.get(&acct(account), &format!("PURGE#{entity}")).await? else {
+            return Ok(None);
+        };
+        let doc: PurgeConfirmation = item.decode()?;
+        Ok(Some((doc.token_sha256, doc.expires_at)))
+    }
+
+    pub async fn delete_purge_token(&self, account: &AccountId, entity: &EntityId) -> Result<(), StateError> {
+        Ok(self.items.delete(&acct(account), &format!("PURGE#{entity}")).await?)
+    }
+
     // ----- recovery jobs -----
 
     pub async fn put_job(&self, job: &Job) -> Result<(), StateError> {
@@ -726,6 +1032,9 @@ impl State {
             }
             let mut next = Item::new(pk, sk, Self::encode(&value));
             next.ttl = item.ttl;
+            // An update keeps the item's index keys unless it sets new ones.
+            next.gsi1pk = item.gsi1pk.clone();
+            next.gsi1sk = item.gsi1sk.clone();
             if let Some((p, s)) = index(&value) {
                 next = next.with_index(p, s);
             }

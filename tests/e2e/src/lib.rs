@@ -629,3 +629,137 @@ impl World {
         bail!("job {id} did not finish")
     }
 }
+
+impl Api {
+    /// Any method, for tables of routes.
+    pub async fn request(&self, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value)> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        self.send(method, path, body).await
+    }
+}
+
+/// One e-mail the emulator's SES accepted.
+#[derive(Debug, Clone)]
+pub struct SentMail {
+    pub to: Vec<String>,
+    pub subject: String,
+    /// The plain-text part (empty when only HTML was kept).
+    pub text: String,
+    /// The HTML part (empty when only text was kept).
+    pub html: String,
+}
+
+impl World {
+    /// The S3 client of the stack (path-style, on the emulator).
+    pub async fn s3(&self) -> aws_sdk_s3::Client {
+        strata_local::provision::s3_client(&self.stack.sdk_config())
+    }
+}
+
+impl World {
+    /// Every e-mail sent so far, read back from the emulator (`/moto-api/data.json`).
+    /// A simple message keeps one body (moto keeps the HTML when there is
+    /// one); a raw MIME message is parsed into both parts.
+    pub async fn sent_mail(&self) -> Result<Vec<SentMail>> {
+        let url = format!("{}/moto-api/data.json", self.stack.endpoint().trim_end_matches('/'));
+        let data: Value = reqwest::get(&url).await?.error_for_status()?.json().await?;
+        let mut out = Vec::new();
+        for m in data["ses"]["Message"].as_array().into_iter().flatten() {
+            let body = m["body"].as_str().unwrap_or_default().to_string();
+            let is_html = body.trim_start().starts_with('<');
+            out.push(SentMail {
+                to: strings(&m["destinations"]["ToAddresses"]),
+                subject: m["subject"].as_str().unwrap_or_default().to_string(),
+                text: if is_html { String::new() } else { body.clone() },
+                html: if is_html { body } else { String::new() },
+            });
+        }
+        for m in data["ses"]["RawMessage"].as_array().into_iter().flatten() {
+            let raw = m["raw_data"].as_str().unwrap_or_default();
+            let Some(parsed) = mail_parser::MessageParser::default().parse(raw.as_bytes()) else {
+                bail!("the emulator holds an unparsable message: {raw:.200}");
+            };
+            let mut to = strings(&m["destinations"]);
+            if to.is_empty() {
+                to = parsed
+                    .to()
+                    .map(|a| a.iter().filter_map(|a| a.address().map(str::to_string)).collect())
+                    .unwrap_or_default();
+            }
+            out.push(SentMail {
+                to,
+                subject: parsed.subject().unwrap_or_default().to_string(),
+                text: parsed.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
+                html: parsed.body_html(0).map(|t| t.into_owned()).unwrap_or_default(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
+impl World {
+    /// Fires a schedule as Scheduler would for the firing due at `scheduled`
+    /// (its `<aws.scheduler.scheduled-time>` is that time).
+    pub async fn fire_at(&self, schedule: &str, scheduled: chrono::DateTime<chrono::Utc>) -> Result<()> {
+        strata_local::schedule::find(self.stack.template(), self.stack.state(), schedule)?
+            .fire_at(&self.stack.sdk_config(), scheduled)
+            .await
+    }
+}
+
+impl World {
+    /// The stack's control-plane store, as an operator reaches it.
+    pub fn state_store(&self) -> strata::state::State {
+        let ddb = aws_sdk_dynamodb::Client::new(&self.stack.sdk_config());
+        let table = self.stack.physical_id("StateTable").unwrap_or_default().to_string();
+        strata::state::State::new(std::sync::Arc::new(strata::state::DynamoItems::new(ddb, &table)))
+    }
+
+    /// Another admin of the account, with `role` and the role's permissions:
+    /// invited straight in the store (no e-mail to read back), accepted
+    /// through the API, signed in.
+    pub async fn admin_with_role(&self, account: &str, email: &str, role: strata::model::Role) -> Result<Api> {
+        use sha2::Digest;
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let now = chrono::Utc::now();
+        let admin = strata::model::Admin {
+            id: strata::model::AdminId::random(),
+            account_id: strata::model::AccountId(account.to_string()),
+            email: email.to_string(),
+            display_name: email.to_string(),
+            role,
+            permissions: role.allowed().to_vec(),
+            status: strata::model::AdminStatus::Invited,
+            totp_enabled: false,
+            created_at: now,
+            invited_by: None,
+            last_sign_in_at: None,
+        };
+        let secrets = strata::model::AdminSecrets {
+            invite_token_sha256: Some(hex::encode(sha2::Sha256::digest(token.as_bytes()))),
+            invite_expires_at: Some(now + chrono::Duration::days(1)),
+            ..Default::default()
+        };
+        self.state_store().create_admin(&admin, &secrets).await?;
+        let password = "another correct horse battery";
+        let (status, body) = self
+            .api
+            .post(
+                "/v1/invitations/accept",
+                json!({"email": email, "token": token, "password": password}),
+            )
+            .await?;
+        if status != 200 {
+            bail!("accepting the invitation answered {status}: {body}");
+        }
+        self.sign_in(email, password, None).await
+    }
+}

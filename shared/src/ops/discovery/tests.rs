@@ -75,9 +75,8 @@ async fn setup(auto_activate: bool) -> (State, Connection) {
     let state = State::new(Arc::new(MemoryItems::new()));
     let account = Account {
         id: AccountId("acct_1".into()),
-        name: "Contoso".into(),
         auto_activate,
-        created_at: Utc::now(),
+        ..Account::new("Contoso")
     };
     let owner = crate::model::Admin {
         id: crate::model::AdminId("adm_1".into()),
@@ -85,8 +84,12 @@ async fn setup(auto_activate: bool) -> (State, Connection) {
         email: "owner@contoso.test".into(),
         display_name: "Owner".into(),
         role: crate::model::Role::Owner,
+        permissions: Vec::new(),
+        status: Default::default(),
         totp_enabled: false,
         created_at: Utc::now(),
+        invited_by: None,
+        last_sign_in_at: None,
     };
     state
         .create_account(&account, &owner, &Default::default())

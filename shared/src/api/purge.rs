@@ -1,0 +1,141 @@
+//! Right to erasure, in two steps: `POST /v1/entities/{id}/purge` says what
+//! would be deleted and gives a confirmation token (valid 10 minutes, only
+//! its SHA-256 stored); `POST /v1/entities/{id}/purge/confirm` with that
+//! token purges (`ops::purge`, docs/design.md §3.9) and answers what was
+//! done. The owner only.
+
+use super::AppState;
+use super::auth::Principal;
+use super::error::{ApiError, ErrorBody, JsonBody};
+use crate::model::{Actor, EntityId, Role};
+use crate::ops::purge::{self, PurgeError, PurgeOutcome};
+use crate::repo::PurgePlan;
+use crate::secrets::constant_time_eq;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+/// How long a confirmation token holds.
+pub const PURGE_CONFIRM_MINUTES: i64 = 10;
+
+impl From<PurgeError> for ApiError {
+    fn from(e: PurgeError) -> Self {
+        match e {
+            PurgeError::NotFound => ApiError::not_found("entity"),
+            PurgeError::Active => ApiError::conflict("entity_active", e.to_string()),
+            PurgeError::BackupRunning(_) | PurgeError::JobRunning(_) => {
+                let mut busy = ApiError::conflict("busy", e.to_string());
+                busy.retry_after_secs = Some(30);
+                busy
+            }
+            PurgeError::State(e) => e.into(),
+            PurgeError::Repo(e) if e.is_retryable() => ApiError::unavailable("purge", &e),
+            PurgeError::Repo(e) => ApiError::internal("purge", &e),
+        }
+    }
+}
+
+/// What a purge would delete, and the token that confirms it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PurgeRequested {
+    pub entity_id: EntityId,
+    pub would_delete: PurgePlan,
+    /// Send it to `POST /v1/entities/{id}/purge/confirm` before `expires_at`.
+    pub confirmation_token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PurgeConfirm {
+    /// The `confirmation_token` of `POST /v1/entities/{id}/purge`.
+    pub token: String,
+}
+
+fn owner_only(principal: &Principal) -> Result<(), ApiError> {
+    if principal.role == Role::Owner && !matches!(principal.actor, Actor::ApiKey { .. }) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "owner_only",
+        "only the account's owner can purge backed-up data",
+    ))
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// Asks to purge an entity's backed-up data: what would be deleted, and a
+/// confirmation token valid 10 minutes. The entity must not be active.
+#[utoipa::path(post, path = "/v1/entities/{id}/purge", tag = "entities", params(("id" = String, Path)), responses((status = 200, body = PurgeRequested), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("session" = [])))]
+pub async fn request(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<PurgeRequested>, ApiError> {
+    owner_only(&principal)?;
+    let entity = EntityId(id);
+    let would_delete = purge::preview(&ctx, &principal.account_id, &entity).await?;
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let expires_at = Utc::now() + Duration::minutes(PURGE_CONFIRM_MINUTES);
+    ctx.state
+        .put_purge_token(&principal.account_id, &entity, &sha256_hex(&token), expires_at)
+        .await?;
+    Ok(Json(PurgeRequested {
+        entity_id: entity,
+        would_delete,
+        confirmation_token: token,
+        expires_at,
+    }))
+}
+
+/// Purges the entity's backed-up data: its snapshots, catalog and every
+/// chunk no other entity uses, and the exports that held it. Irreversible.
+#[utoipa::path(post, path = "/v1/entities/{id}/purge/confirm", tag = "entities", params(("id" = String, Path)), request_body = PurgeConfirm, responses((status = 200, body = PurgeOutcome), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("session" = [])))]
+pub async fn confirm(
+    State(ctx): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<PurgeConfirm>,
+) -> Result<Response, ApiError> {
+    owner_only(&principal)?;
+    let entity = EntityId(id);
+    if ctx.state.entity(&principal.account_id, &entity).await?.is_none() {
+        return Err(ApiError::not_found("entity"));
+    }
+    let Some((expected, expires_at)) = ctx.state.purge_token(&principal.account_id, &entity).await? else {
+        return Err(ApiError::bad_request(
+            "no_purge_requested",
+            "ask for the purge first: POST /v1/entities/{id}/purge",
+        ));
+    };
+    if !constant_time_eq(expected.as_bytes(), sha256_hex(&req.token).as_bytes()) {
+        return Err(ApiError::bad_request(
+            "invalid_token",
+            "the confirmation token does not match the last purge request",
+        ));
+    }
+    if expires_at <= Utc::now() {
+        return Err(ApiError::bad_request(
+            "token_expired",
+            "the confirmation token has expired; ask for the purge again",
+        ));
+    }
+    let outcome = purge::purge_entity(&ctx, &principal.account_id, &entity).await?;
+    // Used: a second confirmation needs a new request (a failure here leaves a token that purges nothing more).
+    if let Err(e) = ctx.state.delete_purge_token(&principal.account_id, &entity).await {
+        tracing::warn!(error = %e, entity = %entity, "purge token not deleted; it expires");
+    }
+    let note = serde_json::to_value(&outcome).unwrap_or_default();
+    Ok(super::audit::noted(Json(outcome), note))
+}
