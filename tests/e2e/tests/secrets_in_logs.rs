@@ -67,6 +67,18 @@ async fn no_secret_in_any_log_line_or_response() {
         .await
         .expect("discovery");
     world.settle().await.expect("settle");
+    let (_, key) = admin
+        .post("/v1/api-keys", json!({"name": "script", "role": "viewer"}))
+        .await
+        .expect("key");
+    let api_key = key["secret"].as_str().expect("secret").to_string();
+    let (status, _) = world
+        .api
+        .with_token(api_key.clone())
+        .get("/v1/entities")
+        .await
+        .expect("key use");
+    assert_eq!(status, 200);
     let mut responses = vec![conn.to_string()];
     for path in [
         "/v1/connections",
@@ -75,6 +87,9 @@ async fn no_secret_in_any_log_line_or_response() {
         "/v1/account",
         "/v1/activity",
         "/v1/entities",
+        "/v1/api-keys",
+        "/v1/audit?limit=500",
+        "/v1/admins",
     ] {
         responses.push(admin.get(path).await.expect("get").1.to_string());
     }
@@ -99,6 +114,7 @@ async fn no_secret_in_any_log_line_or_response() {
         ("session token", session.as_str()),
         ("TOTP seed", totp_secret.as_str()),
         ("bootstrap token", bootstrap.as_str()),
+        ("API key", api_key.as_str()),
     ] {
         assert!(!logs.contains(value), "the {name} appears in the logs");
         for r in &responses {

@@ -282,6 +282,14 @@ fn both_bodies_name_the_failing_mailbox_and_its_exceptions() {
         "{}",
         email.text
     );
+    // Line by line as written (the template's whitespace control).
+    for lines in [
+        "Discovered: 1: Erin <erin@contoso.test>\nActivated: 1: Alice <alice@contoso.test>\n\n",
+        "- Frank <frank@contoso.test>\n  backup failed: graph 403: access denied (3 times)\n\nItems that failed",
+        "- Bob <bob@contoso.test>, folder Inbox, item AAMkBob1\n  graph 500: internal error (3 attempts)\n- Bob",
+    ] {
+        assert!(email.text.contains(lines), "text lacks {lines:?}:\n{}", email.text);
+    }
     assert!(email.html.starts_with("<!DOCTYPE html>"));
 }
 

@@ -209,6 +209,46 @@ async fn main() -> Result<()> {
             a["summary"].as_str().unwrap_or("")
         );
     }
+    let (_, bill) = admin.get("/v1/billing").await?;
+    step("billing projection (GET /v1/billing, the deployment's default price table)");
+    for service in bill["services"].as_array().cloned().unwrap_or_default() {
+        for line in service["lines"].as_array().cloned().unwrap_or_default() {
+            println!(
+                "    {:<9} {:>3} active x {:>5.2} + {:>3} paused x {:>5.2} = {:>8.2} {}",
+                line["kind"].as_str().unwrap_or(""),
+                line["active"],
+                line["active_cents"].as_f64().unwrap_or(0.0) / 100.0,
+                line["paused"],
+                line["paused_cents"].as_f64().unwrap_or(0.0) / 100.0,
+                line["monthly_cents"].as_f64().unwrap_or(0.0) / 100.0,
+                bill["currency"].as_str().unwrap_or("")
+            );
+        }
+    }
+    println!(
+        "    projected: {:.2} {} a month; S3 holds {:.1} KB for this account (about {:.6} USD a month)",
+        bill["monthly_cents"].as_f64().unwrap_or(0.0) / 100.0,
+        bill["currency"].as_str().unwrap_or(""),
+        bill["storage"]["total_bytes"].as_f64().unwrap_or(0.0) / 1e3,
+        bill["storage"]["estimated_monthly_usd"].as_f64().unwrap_or(0.0)
+    );
+
+    let (_, audit) = admin.get("/v1/audit?limit=500").await?;
+    step("audit log (GET /v1/audit): who did what, from where");
+    let mut actions: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for r in audit["items"].as_array().cloned().unwrap_or_default() {
+        *actions
+            .entry(format!(
+                "{} ({})",
+                r["action"].as_str().unwrap_or(""),
+                r["outcome"].as_str().unwrap_or("")
+            ))
+            .or_default() += 1;
+    }
+    for (action, n) in &actions {
+        println!("    {n:>3} x {action}");
+    }
+
     println!(
         "\ndone in {:.1} s: {} entities protected. Next: `make test`.",
         started.elapsed().as_secs_f64(),
