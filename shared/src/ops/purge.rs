@@ -348,7 +348,7 @@ impl BlobStore for ErasingStore {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let mut versions = self.versions(key).await?;
-        if versions.is_empty() {
+        if !versions.is_empty() {
             // Nothing stored under the key (or a store without versions).
             return self.inner.delete(key).await;
         }

@@ -202,7 +202,7 @@ pub async fn report_account(
     }
     let result = build_and_send(state, store, mailer, account, tz, day, scheduled).await;
     // Done once sent (or when there was nothing to send); released on failure, so a retry sends it.
-    state.finish_request(&account.id, &request, result.is_ok()).await?;
+    state.finish_request(&account.id, &request, false).await?;
     result
 }
 

@@ -1047,3 +1047,133 @@ impl State {
         Err(StateError::Contended)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Actor, AdminStatus, AuditId, Role};
+    use crate::state::MemoryItems;
+
+    fn admin(account: &Account, email: &str, role: Role) -> Admin {
+        Admin {
+            id: AdminId::random(),
+            account_id: account.id.clone(),
+            email: email.into(),
+            display_name: email.into(),
+            role,
+            permissions: role.allowed().to_vec(),
+            status: AdminStatus::Active,
+            totp_enabled: false,
+            created_at: Utc::now(),
+            invited_by: None,
+            last_sign_in_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn admins_keep_their_addresses_unique_through_invitations_changes_and_removals() {
+        let state = State::new(Arc::new(MemoryItems::new()));
+        let account = Account::new("Contoso");
+        let owner = admin(&account, "owner@contoso.test", Role::Owner);
+        state
+            .create_account(&account, &owner, &AdminSecrets::default())
+            .await
+            .expect("account");
+        assert_eq!(state.all_accounts().await.expect("accounts").len(), 1);
+        let ann = admin(&account, "ann@contoso.test", Role::Viewer);
+        state
+            .create_admin(&ann, &AdminSecrets::default())
+            .await
+            .expect("invite");
+        let twin = admin(&account, "ANN@contoso.test", Role::Viewer);
+        assert!(matches!(
+            state.create_admin(&twin, &AdminSecrets::default()).await,
+            Err(StateError::EmailTaken)
+        ));
+        assert_eq!(state.admins(&account.id).await.expect("admins").len(), 2);
+
+        // A change of address frees the old one and claims the new one.
+        let (mut changed, secrets, version) = state.admin(&account.id, &ann.id).await.expect("get").expect("ann");
+        changed.email = "owner@contoso.test".into();
+        assert!(matches!(
+            state.change_admin_email(&changed, &secrets, version, &ann.email).await,
+            Err(StateError::EmailTaken)
+        ));
+        changed.email = "ann.new@contoso.test".into();
+        state
+            .change_admin_email(&changed, &secrets, version, &ann.email)
+            .await
+            .expect("change");
+        assert!(state.admin_by_email("ann@contoso.test").await.expect("old").is_none());
+        assert_eq!(
+            state
+                .admin_by_email("ann.new@contoso.test")
+                .await
+                .expect("new")
+                .map(|a| a.0.id),
+            Some(ann.id.clone())
+        );
+        state.delete_admin(&changed).await.expect("remove");
+        assert!(
+            state
+                .admin_by_email("ann.new@contoso.test")
+                .await
+                .expect("gone")
+                .is_none()
+        );
+        assert_eq!(state.admins(&account.id).await.expect("admins").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn keys_are_found_by_their_secret_s_hash_and_audit_records_are_append_only() {
+        let state = State::new(Arc::new(MemoryItems::new()));
+        let account = AccountId("acct_1".into());
+        let key = ApiKey {
+            id: ApiKeyId::random(),
+            account_id: account.clone(),
+            name: "ci".into(),
+            role: Role::Viewer,
+            prefix: "stk_abcdef".into(),
+            created_by: AdminId("adm_1".into()),
+            created_at: Utc::now(),
+            last_used_at: None,
+            last_used_ip: None,
+            revoked_at: None,
+        };
+        state.put_api_key(&key, "hash-1").await.expect("put");
+        assert_eq!(state.api_key_by_hash("hash-1").await.expect("get"), Some(key.clone()));
+        assert_eq!(state.api_key_by_hash("hash-2").await.expect("get"), None);
+        assert_eq!(
+            state.api_keys(&AccountId("acct_2".into())).await.expect("other").len(),
+            0
+        );
+
+        let record = AuditRecord {
+            id: AuditId::random(),
+            account_id: account.clone(),
+            at: Utc::now(),
+            actor: Actor::ApiKey {
+                key_id: key.id.clone(),
+                name: key.name.clone(),
+            },
+            ip: Some("192.0.2.1".into()),
+            action: "pause".into(),
+            target: Some("ent_1".into()),
+            outcome: "success".into(),
+            details: serde_json::json!({}),
+        };
+        state.put_audit(&record).await.expect("append");
+        assert!(state.put_audit(&record).await.is_err(), "a record is never overwritten");
+        let filter = AuditFilter {
+            actor: Some(key.id.to_string()),
+            ..Default::default()
+        };
+        let (items, _) = state.audit_log(&account, &filter, 10, None).await.expect("log");
+        assert_eq!(items, vec![record.clone()]);
+        let (none, _) = state
+            .audit_log(&AccountId("acct_2".into()), &AuditFilter::default(), 10, None)
+            .await
+            .expect("other account");
+        assert!(none.is_empty(), "the log is the account's own");
+    }
+}

@@ -117,6 +117,10 @@ async fn call(api: &Api, method: &str, path: &str) -> (u16, Value) {
     api.request(method, &path, body).await.expect("request")
 }
 
+async fn get(api: &Api, path: &str) -> (u16, Value) {
+    api.get(path).await.expect("get")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_route_answers_every_role_and_key_as_its_policy_says() {
     let world = world().await;
@@ -418,6 +422,27 @@ async fn billing_settings_and_every_action_once_in_the_audit_log() {
     assert_eq!(status, 200);
     world.back_up(&owner, &adele).await;
     world.settle().await.expect("settle");
+    // The activity log by entity, kind, service and status, each run with its counts.
+    let (status, runs) = get(
+        &owner,
+        &format!("/v1/activity?kind=backup&entity_id={adele}&status=ok&service=m365"),
+    )
+    .await;
+    assert_eq!(status, 200, "{runs}");
+    let runs = runs["items"].as_array().expect("items").clone();
+    assert!(!runs.is_empty());
+    for r in &runs {
+        assert_eq!(
+            (r["kind"].as_str(), r["status"].as_str(), r["service"].as_str()),
+            (Some("backup"), Some("ok"), Some("m365"))
+        );
+        assert_eq!(r["details"]["entity_id"], adele);
+        assert!(r["details"]["run"]["added"].as_u64().is_some() && r["details"]["run"]["exceptions"].is_array());
+    }
+    let (_, failed) = get(&owner, &format!("/v1/activity?entity_id={adele}&status=failed")).await;
+    assert_eq!(failed["items"].as_array().map(Vec::len), Some(0));
+    let (_, paged) = get(&owner, "/v1/activity?limit=1").await;
+    assert!(paged["next_cursor"].is_string(), "{paged}");
     let (status, _) = operator
         .post(&format!("/v1/entities/{alex}/pause"), json!({}))
         .await
