@@ -70,6 +70,8 @@ mod tests {
             "/v1/restores",
             "/v1/exports",
             "/v1/jobs/{id}/download",
+            "/v1/entities/{id}/purge",
+            "/v1/entities/{id}/purge/confirm",
         ] {
             assert!(paths.contains_key(p), "{p} missing from the OpenAPI document");
         }

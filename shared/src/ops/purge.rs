@@ -43,7 +43,7 @@ pub enum PurgeError {
     NotFound,
     #[error("the entity is active: pause it first, so that no backup of it runs during or after the purge")]
     Active,
-    #[error("a backup of {0} is running; try again when it has finished")]
+    #[error("a backup of {0} (or another purge) is running; try again when it has finished")]
     BackupRunning(EntityId),
     #[error("a restore or export ({0}) is reading the repository; try again when it has finished")]
     JobRunning(JobId),
@@ -348,7 +348,7 @@ impl BlobStore for ErasingStore {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let mut versions = self.versions(key).await?;
-        if !versions.is_empty() {
+        if versions.is_empty() {
             // Nothing stored under the key (or a store without versions).
             return self.inner.delete(key).await;
         }

@@ -202,7 +202,7 @@ pub async fn report_account(
     }
     let result = build_and_send(state, store, mailer, account, tz, day, scheduled).await;
     // Done once sent (or when there was nothing to send); released on failure, so a retry sends it.
-    state.finish_request(&account.id, &request, false).await?;
+    state.finish_request(&account.id, &request, result.is_ok()).await?;
     result
 }
 
@@ -297,7 +297,8 @@ async fn backup_activities(
                 None => break,
             }
         }
-        day = day.succ_opt().unwrap_or(day + Duration::days(1));
+        let Some(next) = day.succ_opt() else { break };
+        day = next;
     }
     Ok(out)
 }
@@ -643,15 +644,11 @@ static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     // The HTML escaping of the rest of Strata (`& < > " '`), not minijinja's, which also escapes `/`.
-    env.set_formatter(|out, state, value| {
-        if state.auto_escape() == minijinja::AutoEscape::Html && !value.is_safe() {
-            if let Some(text) = value.as_str() {
-                return out
-                    .write_str(&crate::notify::html_escape(text))
-                    .map_err(minijinja::Error::from);
-            }
-        }
-        minijinja::escape_formatter(out, state, value)
+    env.set_formatter(|out, state, value| match value.as_str() {
+        Some(text) if state.auto_escape() == minijinja::AutoEscape::Html && !value.is_safe() => out
+            .write_str(&crate::notify::html_escape(text))
+            .map_err(minijinja::Error::from),
+        _ => minijinja::escape_formatter(out, state, value),
     });
     env.add_filter("bytes", human_bytes);
     env.add_filter("pad", |s: String, width: usize| format!("{s:<width$}"));

@@ -133,7 +133,14 @@ impl Repo {
     pub async fn purge_plan(&self, entity: &str) -> Result<PurgePlan, RepoError> {
         check_entity(entity)?;
         let footprint = self.footprint(entity).await?;
-        let indexes = self.indexes().await?;
+        let indexes = if footprint.doomed.is_empty() {
+            Indexes {
+                files: Vec::new(),
+                packs: HashMap::new(),
+            }
+        } else {
+            self.indexes().await?
+        };
         // One copy of each doomed chunk (the first place found; duplicates only add to it).
         let mut seen = HashSet::new();
         let mut stored_bytes = 0;
