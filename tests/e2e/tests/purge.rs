@@ -286,6 +286,24 @@ async fn purge_erases_what_only_the_mailbox_used_and_keeps_the_rest() {
         (400, Some("no_purge_requested")),
         "a token confirms once: {body}"
     );
+    // The audit log holds the request and the purge, once each, by the owner;
+    // the refusals are there too.
+    let (_, log) = owner.get(&format!("/v1/audit?target={adele}&limit=100")).await.expect("audit");
+    let records = log["items"].as_array().expect("items").clone();
+    let count = |action: &str, outcome: &str| {
+        records
+            .iter()
+            .filter(|r| r["action"] == action && r["outcome"] == outcome)
+            .count()
+    };
+    assert_eq!(count("purge", "success"), 1, "{log}");
+    assert_eq!(count("purge_request", "success"), 1, "{log}");
+    assert_eq!(count("purge", "denied"), 1, "the other admin: {log}");
+    let purge = records
+        .iter()
+        .find(|r| r["action"] == "purge" && r["outcome"] == "success")
+        .expect("purge record");
+    assert_eq!(purge["details"]["repository"]["snapshots_deleted"], 2, "{purge}");
 
     // No version of any object holds a doomed chunk's sealed bytes; the
     // account keeps no old versions or delete markers; no pack lists one.
