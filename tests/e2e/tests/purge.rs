@@ -288,7 +288,10 @@ async fn purge_erases_what_only_the_mailbox_used_and_keeps_the_rest() {
     );
     // The audit log holds the request and the purge, once each, by the owner;
     // the refusals are there too.
-    let (_, log) = owner.get(&format!("/v1/audit?target={adele}&limit=100")).await.expect("audit");
+    let (_, log) = owner
+        .get(&format!("/v1/audit?target={adele}&limit=100"))
+        .await
+        .expect("audit");
     let records = log["items"].as_array().expect("items").clone();
     let count = |action: &str, outcome: &str| {
         records
