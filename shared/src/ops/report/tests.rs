@@ -284,7 +284,7 @@ fn both_bodies_name_the_failing_mailbox_and_its_exceptions() {
     );
     // Line by line as written (the template's whitespace control).
     for lines in [
-        "Discovered: 1: Erin <erin@contoso.test>\nActivated: 1: Alice <alice@contoso.test>\n\n",
+        "Discovered: 1: Erin <erin@contoso.test> (mailbox)\nActivated: 1: Alice <alice@contoso.test> (mailbox)\n\n",
         "- Frank <frank@contoso.test>\n  backup failed: graph 403: access denied (3 times)\n\nItems that failed",
         "- Bob <bob@contoso.test>, folder Inbox, item AAMkBob1\n  graph 500: internal error (3 attempts)\n- Bob",
     ] {
