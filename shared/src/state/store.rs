@@ -194,32 +194,53 @@ impl State {
         owner: &Admin,
         secrets: &AdminSecrets,
     ) -> Result<(), StateError> {
-        let email = owner.email.to_lowercase();
+        let [claim, record] = Self::admin_items(owner, secrets, PutCondition::NotExists);
+        let account_item =
+            Item::new(acct(&account.id), "ACCOUNT", Self::encode(account)).with_index("ACCOUNTS", account.id.as_str());
+        Self::email_unique(
+            self.items
+                .put_all(vec![claim, (account_item, PutCondition::NotExists), record])
+                .await,
+        )
+    }
+
+    /// The two items of an admin: the claim of their (lowercased) e-mail
+    /// address, which must be free, and their record under `condition`.
+    fn admin_items(admin: &Admin, secrets: &AdminSecrets, condition: PutCondition) -> [(Item, PutCondition); 2] {
         let claim = EmailClaim {
-            account_id: account.id.clone(),
-            admin_id: owner.id.clone(),
+            account_id: admin.account_id.clone(),
+            admin_id: admin.id.clone(),
         };
         let record = AdminRecord {
-            admin: owner.clone(),
+            admin: admin.clone(),
             secrets: secrets.clone(),
         };
-        let batch = vec![
+        [
             (
-                Item::new(format!("EMAIL#{email}"), "EMAIL", Self::encode(&claim)),
+                Item::new(
+                    format!("EMAIL#{}", admin.email.to_lowercase()),
+                    "EMAIL",
+                    Self::encode(&claim),
+                ),
                 PutCondition::NotExists,
             ),
             (
-                Item::new(acct(&account.id), "ACCOUNT", Self::encode(account))
-                    .with_index("ACCOUNTS", account.id.as_str()),
-                PutCondition::NotExists,
+                Item::new(
+                    acct(&admin.account_id),
+                    format!("ADMIN#{}", admin.id),
+                    Self::encode(&record),
+                ),
+                condition,
             ),
-            (
-                Item::new(acct(&account.id), format!("ADMIN#{}", owner.id), Self::encode(&record)),
-                PutCondition::NotExists,
-            ),
-        ];
-        match self.items.put_all(batch).await {
+        ]
+    }
+
+    /// A failed claim of an e-mail address is [`StateError::EmailTaken`];
+    /// any other failed condition, [`StateError::Contended`].
+    fn email_unique(result: Result<(), StoreError>) -> Result<(), StateError> {
+        match result {
             Err(StoreError::ConditionFailed { pk, .. }) if pk.starts_with("EMAIL#") => Err(StateError::EmailTaken),
+            Err(StoreError::ConditionFailed { .. }) => Err(StateError::Contended),
             other => Ok(other?),
         }
     }
@@ -318,36 +339,8 @@ impl State {
 
     /// Adds an invited admin: the e-mail address must be free.
     pub async fn create_admin(&self, admin: &Admin, secrets: &AdminSecrets) -> Result<(), StateError> {
-        let claim = EmailClaim {
-            account_id: admin.account_id.clone(),
-            admin_id: admin.id.clone(),
-        };
-        let record = AdminRecord {
-            admin: admin.clone(),
-            secrets: secrets.clone(),
-        };
-        let batch = vec![
-            (
-                Item::new(
-                    format!("EMAIL#{}", admin.email.to_lowercase()),
-                    "EMAIL",
-                    Self::encode(&claim),
-                ),
-                PutCondition::NotExists,
-            ),
-            (
-                Item::new(
-                    acct(&admin.account_id),
-                    format!("ADMIN#{}", admin.id),
-                    Self::encode(&record),
-                ),
-                PutCondition::NotExists,
-            ),
-        ];
-        match self.items.put_all(batch).await {
-            Err(StoreError::ConditionFailed { pk, .. }) if pk.starts_with("EMAIL#") => Err(StateError::EmailTaken),
-            other => Ok(other?),
-        }
+        let items = Self::admin_items(admin, secrets, PutCondition::NotExists);
+        Self::email_unique(self.items.put_all(items.into()).await)
     }
 
     /// Changes an admin's e-mail address: the new one is claimed with the
@@ -359,39 +352,8 @@ impl State {
         version: u64,
         old_email: &str,
     ) -> Result<(), StateError> {
-        let claim = EmailClaim {
-            account_id: admin.account_id.clone(),
-            admin_id: admin.id.clone(),
-        };
-        let record = AdminRecord {
-            admin: admin.clone(),
-            secrets: secrets.clone(),
-        };
-        let batch = vec![
-            (
-                Item::new(
-                    format!("EMAIL#{}", admin.email.to_lowercase()),
-                    "EMAIL",
-                    Self::encode(&claim),
-                ),
-                PutCondition::NotExists,
-            ),
-            (
-                Item::new(
-                    acct(&admin.account_id),
-                    format!("ADMIN#{}", admin.id),
-                    Self::encode(&record),
-                ),
-                PutCondition::Version(version),
-            ),
-        ];
-        match self.items.put_all(batch).await {
-            Err(StoreError::ConditionFailed { pk, .. }) if pk.starts_with("EMAIL#") => {
-                return Err(StateError::EmailTaken);
-            }
-            Err(StoreError::ConditionFailed { .. }) => return Err(StateError::Contended),
-            other => other?,
-        }
+        let items = Self::admin_items(admin, secrets, PutCondition::Version(version));
+        Self::email_unique(self.items.put_all(items.into()).await)?;
         Ok(self
             .items
             .delete(&format!("EMAIL#{}", old_email.to_lowercase()), "EMAIL")
@@ -488,35 +450,8 @@ impl State {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<(Vec<AuditRecord>, Option<String>), StateError> {
-        let limit = limit.clamp(1, 500);
-        let prefix = match filter.day {
-            Some(day) => format!("AUDIT#{}", day.format("%Y-%m-%d")),
-            None => "AUDIT#".to_string(),
-        };
-        let mut start = cursor.map(Cursor::decode).transpose()?;
-        let mut items = Vec::new();
-        loop {
-            let query = Query::partition(acct(account))
-                .prefix(prefix.clone())
-                .limit(limit)
-                .start(start.clone())
-                .descending();
-            let page = self.items.query(query).await?;
-            for item in &page.items {
-                let record: AuditRecord = item.decode()?;
-                start = Some(Cursor::of(item));
-                if filter.matches(&record) {
-                    items.push(record);
-                    if items.len() == limit {
-                        return Ok((items, start.map(|c| c.encode())));
-                    }
-                }
-            }
-            if page.next.is_none() {
-                return Ok((items, None));
-            }
-            start = page.next;
-        }
+        self.log_newest_first(account, "AUDIT", filter.day, |r| filter.matches(r), limit, cursor)
+            .await
     }
 
     // ----- sessions -----
@@ -736,11 +671,26 @@ impl State {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<(Vec<Activity>, Option<String>), StateError> {
+        self.log_newest_first(account, "ACTIVITY", filter.day, |a| filter.matches(a), limit, cursor)
+            .await
+    }
+
+    /// A page of a time-ordered log (`<KIND>#<time>#<id>` sort keys), newest
+    /// first, of the records `keep` accepts. The day is a prefix of the sort
+    /// key: only that day is read.
+    async fn log_newest_first<T: serde::de::DeserializeOwned>(
+        &self,
+        account: &AccountId,
+        kind: &str,
+        day: Option<chrono::NaiveDate>,
+        keep: impl Fn(&T) -> bool,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<T>, Option<String>), StateError> {
         let limit = limit.clamp(1, 500);
-        // The day is a prefix of the sort key: only that day is read.
-        let prefix = match filter.day {
-            Some(day) => format!("ACTIVITY#{}", day.format("%Y-%m-%d")),
-            None => "ACTIVITY#".to_string(),
+        let prefix = match day {
+            Some(day) => format!("{kind}#{}", day.format("%Y-%m-%d")),
+            None => format!("{kind}#"),
         };
         let mut start = cursor.map(Cursor::decode).transpose()?;
         let mut items = Vec::new();
@@ -752,10 +702,10 @@ impl State {
                 .descending();
             let page = self.items.query(query).await?;
             for item in &page.items {
-                let activity: Activity = item.decode()?;
+                let record: T = item.decode()?;
                 start = Some(Cursor::of(item));
-                if filter.matches(&activity) {
-                    items.push(activity);
+                if keep(&record) {
+                    items.push(record);
                     if items.len() == limit {
                         return Ok((items, start.map(|c| c.encode())));
                     }

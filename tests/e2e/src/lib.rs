@@ -763,3 +763,14 @@ impl World {
         self.sign_in(email, password, None).await
     }
 }
+
+impl World {
+    /// Starts a restore or export (`POST path` answering 202) and waits for the job to end.
+    pub async fn run_job(&self, admin: &Api, path: &str, body: Value) -> Value {
+        let (status, job) = admin.post(path, body).await.expect("job request");
+        assert_eq!(status, 202, "{path}: {job}");
+        self.wait_job(admin, job["id"].as_str().expect("job id"))
+            .await
+            .expect("job")
+    }
+}

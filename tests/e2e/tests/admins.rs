@@ -448,25 +448,18 @@ async fn billing_settings_and_every_action_once_in_the_audit_log() {
         .await
         .expect("pause");
     assert_eq!(status, 200);
-    let (status, job) = operator
-        .post(
+    let restored = world
+        .run_job(
+            &operator,
             "/v1/restores",
             json!({"entity_id": adele, "folder_name": "Audit restore"}),
         )
-        .await
-        .expect("restore");
-    assert_eq!(status, 202, "{job}");
-    world
-        .wait_job(&owner, job["id"].as_str().expect("id"))
-        .await
-        .expect("restore job");
-    let (status, export) = operator
-        .post("/v1/exports", json!({"selections": [{"entity_id": adele}]}))
-        .await
-        .expect("export");
-    assert_eq!(status, 202, "{export}");
+        .await;
+    assert_eq!(restored["status"], "done", "{restored}");
+    let export = world
+        .run_job(&operator, "/v1/exports", json!({"selections": [{"entity_id": adele}]}))
+        .await;
     let export_id = export["id"].as_str().expect("id").to_string();
-    world.wait_job(&owner, &export_id).await.expect("export job");
     let (status, link) = operator
         .get(&format!("/v1/jobs/{export_id}/download"))
         .await

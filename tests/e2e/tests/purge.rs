@@ -102,15 +102,9 @@ async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, version: Option<&
 }
 
 async fn export(world: &World, admin: &Api, entity: &str) -> serde_json::Value {
-    let (status, job) = admin
-        .post("/v1/exports", json!({"selections": [{"entity_id": entity}]}))
-        .await
-        .expect("export");
-    assert_eq!(status, 202, "{job}");
     let job = world
-        .wait_job(admin, job["id"].as_str().expect("id"))
-        .await
-        .expect("job");
+        .run_job(admin, "/v1/exports", json!({"selections": [{"entity_id": entity}]}))
+        .await;
     assert_eq!(job["status"], "done", "{job}");
     assert_eq!(job["failed"], 0, "{job}");
     job

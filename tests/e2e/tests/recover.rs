@@ -45,15 +45,9 @@ fn sha(bytes: &[u8]) -> String {
 }
 
 async fn export(world: &World, admin: &Api, selections: Value) -> (Value, Vec<u8>) {
-    let (status, job) = admin
-        .post("/v1/exports", json!({"selections": selections}))
-        .await
-        .expect("export");
-    assert_eq!(status, 202, "{job}");
     let job = world
-        .wait_job(admin, job["id"].as_str().expect("id"))
-        .await
-        .expect("job");
+        .run_job(admin, "/v1/exports", json!({"selections": selections}))
+        .await;
     assert_eq!(job["status"], "done", "{job}");
     let (status, link) = admin
         .get(&format!("/v1/jobs/{}/download", job["id"].as_str().expect("id")))

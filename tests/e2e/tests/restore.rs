@@ -13,12 +13,7 @@ use strata_e2e::{Api, World, WorldOptions};
 const ADELE: &str = "adele.vance@contoso.onmicrosoft.com";
 
 async fn restore(world: &World, admin: &Api, body: Value) -> Value {
-    let (status, job) = admin.post("/v1/restores", body).await.expect("restore");
-    assert_eq!(status, 202, "{job}");
-    world
-        .wait_job(admin, job["id"].as_str().expect("id"))
-        .await
-        .expect("job")
+    world.run_job(admin, "/v1/restores", body).await
 }
 
 fn header(mime: &[u8], name: &str) -> Option<String> {
