@@ -24,9 +24,9 @@ pub enum Access {
     /// invitation, an e-mailed download link (checked by its own token).
     Public,
     /// A signed-in admin's own profile, password, two-factor set-up and
-    /// session: open to every role, and the only thing an admin may do while
-    /// the account requires two-factor authentication and theirs is off. Not
-    /// for API keys.
+    /// session: open to every role; not for API keys. While the account
+    /// requires two-factor authentication and theirs is off, an admin may do
+    /// nothing but what `BEFORE_2FA` lists.
     Own,
     /// Reading: every role.
     Read,
@@ -191,6 +191,15 @@ pub static POLICIES: &[Policy] = &[
     p(Method::GET, "/v1/audit", Needs(ManageAdmins), None),
 ];
 
+/// What an admin may still do while the account requires two-factor
+/// authentication and theirs is off: see who they are, set it up, sign out.
+const BEFORE_2FA: [(&str, &str); 4] = [
+    ("GET", "/v1/me"),
+    ("POST", "/v1/me/totp"),
+    ("POST", "/v1/me/totp/confirm"),
+    ("DELETE", "/v1/sessions/current"),
+];
+
 /// The policy of a route, if it has one.
 pub fn policy(method: &Method, path: &str) -> Option<&'static Policy> {
     POLICIES.iter().find(|p| p.method == *method && p.path == path)
@@ -331,7 +340,7 @@ async fn check(
             "an API key cannot do this: it is for a signed-in admin about themselves".into(),
         )));
     }
-    if !is_key && !principal.totp_enabled && policy.access != Own {
+    if !is_key && !principal.totp_enabled && !BEFORE_2FA.contains(&(policy.method.as_str(), policy.path)) {
         let account = ctx
             .state
             .account(&principal.account_id)

@@ -312,7 +312,9 @@ async fn a_password_change_ends_other_sessions_and_required_2fa_leaves_only_its_
         "{account}"
     );
 
-    // The admin without 2FA: nothing but its set-up (and their own profile).
+    // The admin without 2FA: nothing but its set-up (seeing who they are, signing out).
+    let (status, me) = admin.get("/v1/me").await.expect("me");
+    assert_eq!((status, me["totp_enabled"].as_bool()), (200, Some(false)));
     for (method, path) in [
         ("GET", "/v1/entities"),
         ("GET", "/v1/account"),
@@ -321,6 +323,8 @@ async fn a_password_change_ends_other_sessions_and_required_2fa_leaves_only_its_
         ("POST", "/v1/connections"),
         ("PATCH", "/v1/account"),
         ("GET", "/v1/jobs"),
+        ("PATCH", "/v1/me"),
+        ("POST", "/v1/me/password"),
     ] {
         let body = (method != "GET").then(|| json!({}));
         let (status, body) = admin.request(method, path, body).await.expect("blocked");
