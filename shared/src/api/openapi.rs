@@ -14,7 +14,9 @@ impl Modify for SessionAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("a session token from POST /v1/sessions"))
+                    .description(Some(
+                        "a session token from POST /v1/sessions, or an API key (`stk_...`) from POST /v1/api-keys",
+                    ))
                     .build(),
             ),
         );
@@ -23,7 +25,7 @@ impl Modify for SessionAuth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Strata API", description = "Self-hosted backup for Microsoft 365: accounts, connections, discovery, protected entities."),
+    info(title = "Strata API", description = "Self-hosted backup for Microsoft 365: accounts, admins and API keys, connections, discovery, protected entities, recovery, billing, the audit log."),
     paths(
         super::health, document,
         super::auth::signup, super::auth::sign_in, super::auth::sign_out, super::auth::me,
