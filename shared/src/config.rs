@@ -50,6 +50,8 @@ pub struct Config {
     pub restore_queue_url: Option<String>,
     /// Queue of export jobs (`EXPORT_QUEUE_URL`), when the function sends them.
     pub export_queue_url: Option<String>,
+    /// Queue of purge jobs (`PURGE_QUEUE_URL`), when the function sends them.
+    pub purge_queue_url: Option<String>,
     /// The public base URL of the API (`API_BASE_URL`): download links in e-mails point there.
     pub api_base_url: Option<String>,
     /// Default validity of an export's download link (`EXPORT_LINK_DAYS`, 7 days).
@@ -117,6 +119,7 @@ impl Config {
             job_time_budget: seconds(optional("JOB_TIME_BUDGET_SECS"), "JOB_TIME_BUDGET_SECS")?,
             restore_queue_url: optional("RESTORE_QUEUE_URL"),
             export_queue_url: optional("EXPORT_QUEUE_URL"),
+            purge_queue_url: optional("PURGE_QUEUE_URL"),
             api_base_url: optional("API_BASE_URL").map(|u| u.trim_end_matches('/').to_string()),
             export_link_ttl: Duration::from_secs(number("EXPORT_LINK_DAYS", 7)?.clamp(1, 365) * 86_400),
             aws_endpoint_url: optional("AWS_ENDPOINT_URL"),

@@ -23,6 +23,7 @@ pub struct Context {
     /// Queues of restore and export jobs, when the function sends them.
     pub restore_queue: Option<Arc<dyn Enqueue>>,
     pub export_queue: Option<Arc<dyn Enqueue>>,
+    pub purge_queue: Option<Arc<dyn Enqueue>>,
     /// The data bucket's S3 client (exports: multipart uploads, presigned links).
     pub s3: aws_sdk_s3::Client,
     /// Sends e-mail (SESv2).
@@ -86,6 +87,7 @@ impl Context {
             backup_queue: queue(&config.backup_queue_url),
             restore_queue: queue(&config.restore_queue_url),
             export_queue: queue(&config.export_queue_url),
+            purge_queue: queue(&config.purge_queue_url),
             s3,
             mailer,
             http: http_client()?,

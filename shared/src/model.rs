@@ -503,6 +503,8 @@ pub struct AuditRecord {
 pub enum JobKind {
     Restore,
     Export,
+    /// Erasure of an entity's backed-up data (right to erasure).
+    Purge,
 }
 
 /// Where a job stands.
@@ -584,6 +586,10 @@ pub struct Job {
     pub failures: Vec<JobFailure>,
     pub error: Option<String>,
     pub result: Option<ExportResult>,
+    /// Purge: what was erased (`ops::purge::PurgeOutcome`).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub outcome: Option<serde_json::Value>,
     /// Invocations that worked on the job.
     pub invocations: u32,
     /// While an invocation works on the job; a crashed one's lease lapses.

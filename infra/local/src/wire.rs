@@ -45,12 +45,12 @@ pub async fn handlers(stack: &Stack, overrides: &BTreeMap<String, String>) -> Re
                 let ctx = ctx.clone();
                 Box::pin(async move { Ok(strata::ops::report::handle_batch(&ctx, event).await) })
             })),
-            "RestoreFunction" | "ExportFunction" => {
+            "RestoreFunction" | "ExportFunction" | "PurgeFunction" => {
                 let timeout = std::time::Duration::from_secs(stack.template().function_timeout_secs(&function)?);
-                let kind = if function == "RestoreFunction" {
-                    strata::model::JobKind::Restore
-                } else {
-                    strata::model::JobKind::Export
+                let kind = match function.as_str() {
+                    "RestoreFunction" => strata::model::JobKind::Restore,
+                    "ExportFunction" => strata::model::JobKind::Export,
+                    _ => strata::model::JobKind::Purge,
                 };
                 Handler::Sqs(Arc::new(move |event| {
                     let ctx = ctx.clone();

@@ -1,14 +1,14 @@
 //! Right to erasure, in two steps: `POST /v1/entities/{id}/purge` says what
 //! would be deleted and gives a confirmation token (valid 10 minutes, only
 //! its SHA-256 stored); `POST /v1/entities/{id}/purge/confirm` with that
-//! token purges (`ops::purge`, docs/design.md §3.9) and answers what was
-//! done. The owner only.
+//! token queues a purge job (`functions/purge`, `ops::purge`, docs/design.md
+//! §3.9) whose outcome says what was erased. The owner only.
 
 use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, ErrorBody, JsonBody};
-use crate::model::{Actor, EntityId, Role};
-use crate::ops::purge::{self, PurgeError, PurgeOutcome};
+use crate::model::{Actor, EntityId, Job, JobKind, Role, Selection};
+use crate::ops::purge::{self, PurgeError};
 use crate::repo::PurgePlan;
 use crate::secrets::constant_time_eq;
 use axum::Json;
@@ -99,9 +99,10 @@ pub async fn request(
     }))
 }
 
-/// Purges the entity's backed-up data: its snapshots, catalog and every
-/// chunk no other entity uses, and the exports that held it. Irreversible.
-#[utoipa::path(post, path = "/v1/entities/{id}/purge/confirm", tag = "entities", params(("id" = String, Path)), request_body = PurgeConfirm, responses((status = 200, body = PurgeOutcome), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("session" = [])))]
+/// Confirms the purge: a purge job erases the entity's backed-up data (its
+/// snapshots, catalog and every chunk no other entity uses, and the exports
+/// that held it; irreversible); follow it at `GET /v1/jobs/{id}`.
+#[utoipa::path(post, path = "/v1/entities/{id}/purge/confirm", tag = "entities", params(("id" = String, Path)), request_body = PurgeConfirm, responses((status = 202, body = Job, description = "the purge job; its `outcome` says what was erased"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("session" = [])))]
 pub async fn confirm(
     State(ctx): State<AppState>,
     principal: Principal,
@@ -131,11 +132,19 @@ pub async fn confirm(
             "the confirmation token has expired; ask for the purge again",
         ));
     }
-    let outcome = purge::purge_entity(&ctx, &principal.account_id, &entity).await?;
-    // Used: a second confirmation needs a new request (a failure here leaves a token that purges nothing more).
+    purge::purgeable(&ctx, &principal.account_id, &entity).await?;
+    let selection = Selection {
+        entity_id: entity.clone(),
+        snapshot: None,
+        items: Vec::new(),
+        folders: Vec::new(),
+    };
+    let job = super::recover::new_job(&principal, JobKind::Purge, vec![selection]);
+    super::recover::enqueue(&ctx, &job).await?;
+    // Used: a second confirmation needs a new request.
     if let Err(e) = ctx.state.delete_purge_token(&principal.account_id, &entity).await {
         tracing::warn!(error = %e, entity = %entity, "purge token not deleted; it expires");
     }
-    let note = serde_json::to_value(&outcome).unwrap_or_default();
-    Ok(super::audit::noted(Json(outcome), note))
+    let note = serde_json::json!({ "job_id": job.id });
+    Ok(super::audit::noted((StatusCode::ACCEPTED, Json(job)), note))
 }

@@ -318,7 +318,7 @@ async fn check_selection(ctx: &AppState, principal: &Principal, s: &Selection) -
     Ok(())
 }
 
-fn new_job(principal: &Principal, kind: JobKind, selections: Vec<Selection>) -> Job {
+pub(super) fn new_job(principal: &Principal, kind: JobKind, selections: Vec<Selection>) -> Job {
     let now = Utc::now();
     Job {
         id: JobId::random(),
@@ -340,15 +340,18 @@ fn new_job(principal: &Principal, kind: JobKind, selections: Vec<Selection>) -> 
         failures: Vec::new(),
         error: None,
         result: None,
+        outcome: None,
         invocations: 0,
         lease_until: None,
     }
 }
 
-async fn enqueue(ctx: &AppState, job: &Job) -> Result<(), ApiError> {
+/// Stores the job and sends it to its function's queue.
+pub(super) async fn enqueue(ctx: &AppState, job: &Job) -> Result<(), ApiError> {
     let queue = match job.kind {
         JobKind::Restore => ctx.restore_queue.as_ref(),
         JobKind::Export => ctx.export_queue.as_ref(),
+        JobKind::Purge => ctx.purge_queue.as_ref(),
     }
     .ok_or_else(|| ApiError::internal("job queue", &"the job queue is not configured"))?;
     ctx.state.put_job(job).await?;

@@ -519,6 +519,7 @@ mod tests {
             failures: vec![],
             error: None,
             result: None,
+            outcome: None,
             invocations: 1,
             lease_until: None,
         };

@@ -43,6 +43,8 @@ pub enum JobError {
     Continuation(String),
     #[error("malformed message: {0}")]
     Malformed(String),
+    #[error(transparent)]
+    Purge(#[from] crate::ops::purge::PurgeError),
 }
 
 impl JobError {
@@ -52,6 +54,7 @@ impl JobError {
             Self::Repo(e) => e.is_retryable(),
             Self::Source(e) => e.is_retryable(),
             Self::Secret(crate::secrets::SealError::Kms(_)) => true,
+            Self::Purge(e) => e.is_retryable(),
             Self::Busy | Self::Upload(_) | Self::Continuation(_) | Self::Malformed(_) => true,
             Self::Secret(_) | Self::Invalid(_) => false,
         }
@@ -101,6 +104,7 @@ pub async fn run(ctx: &Context, msg: &JobMessage, budget: &Budget, kind: JobKind
     let outcome = match kind {
         JobKind::Restore => crate::ops::restore::run(ctx, &job, budget).await,
         JobKind::Export => crate::ops::export::build(ctx, &job).await,
+        JobKind::Purge => crate::ops::purge::run_job(ctx, &job, budget).await,
     };
     match outcome {
         Ok(()) => Ok(()),

@@ -30,10 +30,12 @@ use std::time::Duration;
 use tracing::{info, warn};
 use utoipa::ToSchema;
 
-/// How long a purge holds the account's backup leases. Longer than the API
-/// function's timeout (29 s), so a purge never outlives them; short enough
-/// that backups resume soon after a purge that crashed.
-pub const PURGE_LEASE: Duration = Duration::from_secs(120);
+/// How often a purge job looks again while a backup or job of the account runs.
+pub const BUSY_POLL: Duration = Duration::from_secs(2);
+/// How long a purge holds the account's backup leases: longer than the purge
+/// function's timeout (15 minutes), so a purge never outlives them; backups
+/// resume that long after a purge that crashed.
+pub const PURGE_LEASE: Duration = Duration::from_secs(16 * 60);
 /// Leases claimed (and released) at once.
 const LEASE_CONCURRENCY: usize = 16;
 
@@ -91,18 +93,61 @@ pub async fn preview(ctx: &Context, account: &AccountId, entity: &EntityId) -> R
     Ok(repo.purge_plan(entity.id.as_str()).await?)
 }
 
-/// Purges the entity's backed-up data (see the module doc). Synchronous:
-/// it runs in the API function, within its 29 s (docs/design.md §3.9).
+/// A purge job (`functions/purge`, fed by the purge queue once the owner
+/// confirmed): erases the job's entity and finishes the job with the outcome.
+/// While a backup, restore or export runs, it waits (trying again every
+/// [`BUSY_POLL`]) until its time budget ends, then leaves the job to SQS's
+/// next delivery; an entity gone or active again fails the job.
+pub async fn run_job(
+    ctx: &Context,
+    job: &crate::model::Job,
+    budget: &crate::ops::backup::Budget,
+) -> Result<(), crate::ops::jobs::JobError> {
+    let Some(selection) = job.selections.first() else {
+        return Err(crate::ops::jobs::JobError::Invalid(
+            "a purge job names its entity".into(),
+        ));
+    };
+    let outcome = loop {
+        match purge_entity(ctx, &job.account_id, &selection.entity_id).await {
+            Err(e @ (PurgeError::BackupRunning(_) | PurgeError::JobRunning(_)))
+                if std::time::Instant::now() + BUSY_POLL < budget.deadline =>
+            {
+                info!(job = %job.id, reason = %e, "purge waits");
+                tokio::time::sleep(BUSY_POLL).await;
+            }
+            other => break other?,
+        }
+    };
+    info!(job = %job.id, entity = %selection.entity_id, versions = outcome.versions_erased, "purge done");
+    let value = serde_json::to_value(&outcome).unwrap_or_default();
+    let now = Utc::now();
+    ctx.state
+        .update_job(&job.account_id, &job.id, |j| {
+            j.total = 1;
+            j.done = 1;
+            j.status = JobStatus::Done;
+            j.outcome = Some(value.clone());
+            j.lease_until = None;
+            j.updated_at = now;
+            true
+        })
+        .await?;
+    Ok(())
+}
+
+/// Purges the entity's backed-up data (see the module doc); run by a purge
+/// job in `functions/purge` (docs/design.md §3.9).
 pub async fn purge_entity(ctx: &Context, account: &AccountId, entity: &EntityId) -> Result<PurgeOutcome, PurgeError> {
     purgeable(ctx, account, entity).await?;
     let now = Utc::now();
     // A job reading the repository could find a pack gone under it (and an
     // export of this entity would write its data into a new zip).
-    if let Some(job) =
-        ctx.state.jobs(account).await?.into_iter().find(|j| {
-            matches!(j.status, JobStatus::Queued | JobStatus::Running) && j.lease_until.is_some_and(|l| l > now)
-        })
-    {
+    if let Some(job) = ctx.state.jobs(account).await?.into_iter().find(|j| {
+        j.kind != JobKind::Purge
+            && matches!(j.status, JobStatus::Queued | JobStatus::Running)
+            && j.lease_until.is_some_and(|l| l > now)
+    }) {
         return Err(PurgeError::JobRunning(job.id));
     }
     let leases = hold_backup_leases(ctx, account).await?;
@@ -116,7 +161,7 @@ pub async fn purge_entity(ctx: &Context, account: &AccountId, entity: &EntityId)
 }
 
 /// The entity, if it exists in the account and is not active.
-async fn purgeable(ctx: &Context, account: &AccountId, id: &EntityId) -> Result<Entity, PurgeError> {
+pub async fn purgeable(ctx: &Context, account: &AccountId, id: &EntityId) -> Result<Entity, PurgeError> {
     let entity = ctx.state.entity(account, id).await?.ok_or(PurgeError::NotFound)?;
     if entity.status == EntityStatus::Active {
         return Err(PurgeError::Active);

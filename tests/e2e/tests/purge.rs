@@ -227,7 +227,7 @@ async fn purge_erases_what_only_the_mailbox_used_and_keeps_the_rest() {
     let token = asked["confirmation_token"].as_str().expect("token").to_string();
     let confirm = format!("/v1/entities/{adele}/purge/confirm");
 
-    // Step two, refused: another admin with the token, a wrong token, a backup running.
+    // Step two, refused: another admin with the token, a wrong token.
     let (status, body) = other.post(&confirm, json!({"token": token})).await.expect("confirm");
     assert_eq!(status, 403, "{body}");
     let (status, body) = owner
@@ -247,21 +247,30 @@ async fn purge_erases_what_only_the_mailbox_used_and_keeps_the_rest() {
         .await
         .expect("claim");
     assert_eq!(claim, RequestClaim::Claimed, "a backup of Alex holds its lease");
-    let (status, body) = owner.post(&confirm, json!({"token": token})).await.expect("confirm");
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("busy")), "{body}");
+
+    // Step two: a purge job, which waits while the backup of Alex runs.
+    let (status, job) = owner.post(&confirm, json!({"token": token})).await.expect("confirm");
+    assert_eq!((status, job["kind"].as_str()), (202, Some("purge")), "{job}");
+    let job_id = job["id"].as_str().expect("job id").to_string();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, waiting) = owner.get(&format!("/v1/jobs/{job_id}")).await.expect("job");
+    assert_eq!(waiting["status"], "running", "{waiting}");
+    assert_eq!(
+        repo.snapshot_keys(&adele).await.expect("keys").len(),
+        2,
+        "nothing is deleted while a backup runs"
+    );
     state
         .finish_request(&account_id, &lease, false)
         .await
         .expect("released");
+    let finished = world.wait_job(&owner, &job_id).await.expect("purge job");
     assert_eq!(
-        repo.snapshot_keys(&adele).await.expect("keys").len(),
-        2,
-        "a refused purge deletes nothing"
+        (finished["status"].as_str(), finished["done"].as_u64()),
+        (Some("done"), Some(1)),
+        "{finished}"
     );
-
-    // Step two.
-    let (status, done) = owner.post(&confirm, json!({"token": token})).await.expect("confirm");
-    assert_eq!(status, 200, "{done}");
+    let done = finished["outcome"].clone();
     let report = &done["repository"];
     assert_eq!(report["snapshots_deleted"], 2, "{done}");
     assert_eq!(report["chunks_deleted"], doomed.len(), "{done}");
@@ -300,7 +309,7 @@ async fn purge_erases_what_only_the_mailbox_used_and_keeps_the_rest() {
         .iter()
         .find(|r| r["action"] == "purge" && r["outcome"] == "success")
         .expect("purge record");
-    assert_eq!(purge["details"]["repository"]["snapshots_deleted"], 2, "{purge}");
+    assert_eq!(purge["details"]["job_id"], job_id.as_str(), "{purge}");
 
     // No version of any object holds a doomed chunk's sealed bytes; the
     // account keeps no old versions or delete markers; no pack lists one.
