@@ -280,3 +280,24 @@ pub async fn handle_batch(
     }
     response
 }
+
+/// The whole `main` of a job Lambda (restore, export, purge): the context
+/// built once at cold start, then SQS batches of `kind` jobs, each under the
+/// invocation's deadline.
+pub async fn serve(kind: JobKind) -> Result<(), lambda_runtime::Error> {
+    crate::telemetry::init();
+    let ctx = std::sync::Arc::new(Context::from_env().await?);
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
+            let ctx = ctx.clone();
+            async move {
+                let deadline = deadline_of(event.context.deadline);
+                let cap = ctx.config.job_time_budget;
+                Ok::<SqsBatchResponse, lambda_runtime::Error>(
+                    handle_batch(&ctx, event.payload, deadline, cap, kind).await,
+                )
+            }
+        },
+    ))
+    .await
+}
