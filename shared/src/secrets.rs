@@ -205,6 +205,23 @@ impl BootstrapToken for FixedToken {
     }
 }
 
+/// A random bearer token: 32 bytes from the OS, base64url without padding
+/// (43 characters). Sessions, invitations, download links and confirmations
+/// use it; only its [`sha256_hex`] is stored.
+pub fn random_token() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// SHA-256 (hex) of a token: what is stored in its place.
+pub fn sha256_hex(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
 /// Compares two secrets in time independent of where they differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {

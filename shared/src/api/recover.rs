@@ -9,6 +9,7 @@ use crate::model::{EntityId, EntityKind, Job, JobId, JobKind, JobStatus, Selecti
 use crate::ops::browse::{self, BrowseError, FolderInfo, Found, History, Matcher, SearchQuery, SnapshotInfo};
 use crate::ops::jobs::JobMessage;
 use crate::repo::Repo;
+use crate::secrets::{constant_time_eq, sha256_hex};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -17,7 +18,6 @@ use base64::Engine;
 use chrono::Utc;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
 
@@ -232,20 +232,12 @@ pub async fn search(
                 kind,
                 ..Default::default()
             };
-            let mut ids = Vec::new();
-            let mut cursor = None;
-            loop {
-                let page = ctx
-                    .state
-                    .entities(&principal.account_id, &filter, 1000, cursor.as_deref())
-                    .await?;
-                ids.extend(page.items.into_iter().map(|e| e.id));
-                match page.next {
-                    Some(next) => cursor = Some(next),
-                    None => break,
-                }
-            }
-            ids
+            ctx.state
+                .all_entities(&principal.account_id, &filter)
+                .await?
+                .into_iter()
+                .map(|e| e.id)
+                .collect()
         }
     };
     let repo = repo(&ctx, &principal).await?;
@@ -552,7 +544,7 @@ pub async fn download_by_token(
         .await?
         .ok_or_else(|| ApiError::not_found("download"))?;
     let expected = job.result.as_ref().map(|r| r.token_sha256.clone()).unwrap_or_default();
-    let given = hex::encode(Sha256::digest(q.token.as_bytes()));
+    let given = sha256_hex(&q.token);
     // Same answer for a wrong token and a missing job: a link reveals nothing.
     if expected.is_empty() || !constant_time_eq(expected.as_bytes(), given.as_bytes()) {
         return Err(ApiError::not_found("download"));
@@ -570,8 +562,4 @@ pub async fn download_by_token(
     )
     .await;
     Ok(Redirect::to(&link.url).into_response())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

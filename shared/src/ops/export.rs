@@ -19,10 +19,8 @@ use crate::ops::jobs::{self, JobError, Progress, folder_of};
 use crate::repo::{CatalogEntry, ChunkId, Repo};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use base64::Engine;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use names::Namer;
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -270,7 +268,7 @@ pub async fn build(ctx: &Context, job: &Job) -> Result<(), JobError> {
         .send()
         .await
         .map_err(|e| JobError::Upload(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
-    let token = download_token();
+    let token = crate::secrets::random_token();
     let expires_at = Utc::now() + chrono::Duration::seconds(i64::try_from(job.link_expiry_secs).unwrap_or(604_800));
     let download_url = download_link(ctx.config.api_base_url.as_deref().unwrap_or(""), job, &token);
     // The job keeps only the token's hash; the link itself goes out by e-mail.
@@ -280,7 +278,7 @@ pub async fn build(ctx: &Context, job: &Job) -> Result<(), JobError> {
         entries,
         renamed,
         expires_at,
-        token_sha256: hex::encode(Sha256::digest(token.as_bytes())),
+        token_sha256: crate::secrets::sha256_hex(&token),
     };
     let job = jobs::save_progress(
         ctx,
@@ -322,14 +320,6 @@ pub fn export_email(job: &Job, link: &str, expires_at: DateTime<Utc>) -> crate::
             crate::notify::html_escape(link)
         ),
     }
-}
-
-/// A random token for an export's download link.
-pub fn download_token() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// The link an e-mail carries: the API checks the token and the expiry, then

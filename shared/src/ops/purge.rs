@@ -172,19 +172,12 @@ pub async fn purgeable(ctx: &Context, account: &AccountId, id: &EntityId) -> Res
 /// Claims the backup lease of every entity of the account; if one is held
 /// (a backup runs), gives back what it claimed and says which.
 async fn hold_backup_leases(ctx: &Context, account: &AccountId) -> Result<Vec<String>, PurgeError> {
-    let mut ids = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = ctx
-            .state
-            .entities(account, &EntityFilter::default(), 1000, cursor.as_deref())
-            .await?;
-        ids.extend(page.items.into_iter().map(|e| e.id));
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    let ids = ctx
+        .state
+        .all_entities(account, &EntityFilter::default())
+        .await?
+        .into_iter()
+        .map(|e| e.id);
     let claims: Vec<(EntityId, Result<RequestClaim, StateError>)> = futures::stream::iter(ids)
         .map(|id| async move {
             let claim = ctx.state.claim_request(account, &lease_of(&id), PURGE_LEASE).await;

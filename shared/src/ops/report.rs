@@ -216,7 +216,7 @@ async fn build_and_send(
     scheduled: DateTime<Utc>,
 ) -> Result<Outcome, ReportError> {
     let window = (scheduled - Duration::hours(24), scheduled);
-    let entities = all_entities(state, &account.id).await?;
+    let entities = state.all_entities(&account.id, &EntityFilter::default()).await?;
     let runs = backup_activities(state, &account.id, window).await?;
     let storage = storage_used(store, &account.id).await?;
     let report = Report::compute(account, tz, day, window, &entities, &runs, storage);
@@ -256,21 +256,6 @@ async fn recipients(state: &State, account: &Account) -> Result<Vec<String>, Sta
     to.sort();
     to.dedup();
     Ok(to)
-}
-
-async fn all_entities(state: &State, account: &AccountId) -> Result<Vec<Entity>, StateError> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = state
-            .entities(account, &EntityFilter::default(), 1000, cursor.as_deref())
-            .await?;
-        out.extend(page.items);
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => return Ok(out),
-        }
-    }
 }
 
 /// The backup activities of the window, read day by day (the day is a prefix

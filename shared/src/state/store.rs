@@ -569,6 +569,20 @@ impl State {
         }
     }
 
+    /// Every entity of the account that matches the filter, all pages.
+    pub async fn all_entities(&self, account: &AccountId, filter: &EntityFilter) -> Result<Vec<Entity>, StateError> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.entities(account, filter, 1000, cursor.as_deref()).await?;
+            out.extend(page.items);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// Every entity of a connection with its record version (discovery's view).
     pub async fn entities_of_connection(
         &self,
